@@ -1,0 +1,335 @@
+"""The HTTP contract, written once for every host (README "API reference" is its promise).
+
+Handlers take a Starlette `Request` (FastAPI's, which the Functions HTTP
+streams extension also uses) and return a Starlette response; the Functions
+app and the standalone host only route requests here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from redis.exceptions import RedisError
+from sse_starlette.event import ServerSentEvent
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from live_tail import LiveTail, TailClosed, follow_run
+from redis_stream_response_handler import (
+    ConversationNotFound,
+    CursorExpired,
+    Event,
+    InvalidCursor,
+    RunLog,
+    RunNotFound,
+)
+
+if TYPE_CHECKING:
+    from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PAGE = Path(__file__).parent / "static" / "index.html"
+
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_BODY_BYTES = 256 * 1024  # JSON escaping can triple a message; anything larger is refused unread
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_PLAIN_TEXT_TYPES = ("text/plain", "application/x-www-form-urlencoded")  # curl -d sends the latter
+
+
+class RunDispatcher(Protocol):
+    """Hands a run to the durable agent host (fire and forget)."""
+
+    async def dispatch(self, agent_name: str, conversation_id: str, correlation_id: str, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class StreamTiming:
+    max_seconds: float = 120.0
+    heartbeat_seconds: float = 15.0
+    stall_seconds: float = 60.0
+    retry_ms: int = 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StreamTiming:
+        return cls(max_seconds=settings.stream_max_seconds, heartbeat_seconds=settings.heartbeat_seconds,
+                   stall_seconds=settings.stall_seconds, retry_ms=settings.retry_ms)
+
+
+@dataclass
+class Services:
+    """What the handlers need; each host builds one at start-up."""
+
+    log: RunLog
+    tail: LiveTail
+    dispatcher: RunDispatcher | None  # None on a host that cannot start runs
+    agent_names: tuple[str, ...]
+    timing: StreamTiming = field(default_factory=StreamTiming)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def stream_url(conversation_id: str, correlation_id: str) -> str:
+    return f"/api/agent/stream/{conversation_id}?run={correlation_id}"
+
+
+# --- POST /api/agents/{agent}/run -------------------------------------------
+
+
+async def start_run(request: Request, services: Services, agent_name: str) -> Response:
+    try:
+        if agent_name not in services.agent_names:
+            raise ApiError(404, f"unknown agent {agent_name!r}; this app serves {', '.join(services.agent_names)}")
+        if services.dispatcher is None:
+            raise ApiError(503, "this host does not start runs (HOST_ROLE=worker)")
+        message, conversation_id = await _read_run_request(request)
+        conversation_id = conversation_id or uuid.uuid4().hex
+        correlation_id = uuid.uuid4().hex
+        await services.log.open_run(conversation_id, correlation_id)
+        try:
+            await services.dispatcher.dispatch(agent_name, conversation_id, correlation_id, message)
+        except Exception as error:
+            logger.exception("could not hand run %s to the durable host", correlation_id)
+            await services.log.append(
+                conversation_id, correlation_id, "*", [("error", f"the run could not be started: {error}")]
+            )
+            raise ApiError(503, "the durable agent host did not accept the run; try again") from error
+    except ApiError as error:
+        return error_response(error.status, error.message)
+    except RedisError as error:
+        logger.warning("run log unreachable while starting a run: %s", error)
+        return error_response(503, "the run log (Redis) is unreachable; try again")
+    url = stream_url(conversation_id, correlation_id)
+    body = {"status": "accepted", "conversation_id": conversation_id, "correlation_id": correlation_id,
+            "stream_url": url}
+    return JSONResponse(body, status_code=202, headers={"Location": url})
+
+
+async def _read_run_request(request: Request) -> tuple[str, str | None]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    is_json = content_type == "application/json" or content_type.endswith("+json")
+    if content_type and not is_json and content_type not in _PLAIN_TEXT_TYPES:
+        raise ApiError(415, "send the message as text/plain, or JSON {\"message\": \"...\"} as application/json")
+    raw = await _read_body(request)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the body is not valid UTF-8") from None
+    conversation_id = None
+    if is_json:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise ApiError(400, "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the JSON body must be an object with a \"message\" field")
+        message = body.get("message")
+        if not isinstance(message, str):
+            raise ApiError(400, "\"message\" must be a non-empty string")
+        conversation_id = next((body[k] for k in ("conversation_id", "session_id", "thread_id")
+                                if body.get(k) is not None), None)
+        if conversation_id is not None and not (isinstance(conversation_id, str) and _ID.fullmatch(conversation_id)):
+            raise ApiError(400, "conversation_id must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'")
+    else:
+        message = text
+    if not message.strip():
+        raise ApiError(400, "the message is empty")
+    if len(message.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        raise ApiError(413, f"the message is longer than {MAX_MESSAGE_BYTES // 1024} KiB")
+    return message, conversation_id
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, f"the body is larger than {MAX_BODY_BYTES // 1024} KiB")
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise ApiError(413, f"the body is larger than {MAX_BODY_BYTES // 1024} KiB")
+    except ClientDisconnect:
+        raise ApiError(400, "the request body ended early") from None
+    return bytes(body)
+
+
+# --- GET /api/agent/stream/{conversation_id} --------------------------------
+
+
+async def stream(request: Request, services: Services, conversation_id: str) -> Response:
+    try:
+        if not _ID.fullmatch(conversation_id):
+            raise ApiError(400, "conversation id must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'")
+        plain = prefers_plain_text(request.headers.get("accept", ""))
+        cursor = request.headers.get("last-event-id") or request.query_params.get("cursor") or None
+        run = request.query_params.get("run") or None
+        if run is not None and not _ID.fullmatch(run):
+            raise ApiError(400, "run must be a correlation id from the run's 202 answer")
+        ref = await services.log.resolve(conversation_id, cursor=cursor, correlation_id=run)
+    except ApiError as error:
+        return error_response(error.status, error.message)
+    except (ConversationNotFound, RunNotFound) as error:
+        what = "conversation" if isinstance(error, ConversationNotFound) else "run"
+        return error_response(404, f"no such {what} (unknown, or expired): {error}")
+    except InvalidCursor as error:
+        return error_response(400, str(error))
+    except CursorExpired as error:
+        return error_response(410, f"{error}; start again from the beginning of the run (GET without a cursor)")
+    except RedisError as error:
+        logger.warning("run log unreachable while opening a stream: %s", error)
+        return error_response(503, "the run log (Redis) is unreachable; try again")
+    frames = plain_text_frames if plain else sse_frames
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-conversation-id": conversation_id}
+    media_type = "text/plain; charset=utf-8" if plain else "text/event-stream; charset=utf-8"
+    body = frames(_events(services, ref), services.timing)
+    return StreamingResponse(body, media_type=media_type, headers=headers)
+
+
+def prefers_plain_text(accept: str) -> bool:
+    """True when the Accept header ranks text/plain above text/event-stream (q-values, wildcards)."""
+    if not accept.strip():
+        return False
+    best: dict[str, tuple[int, float]] = {}  # media type -> (specificity of the matching range, q)
+    for part in accept.split(","):
+        media, _, params = part.strip().partition(";")
+        media = media.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0  # an unreadable weight: ignore that range
+        for wanted in ("text/plain", "text/event-stream"):
+            kind = wanted.split("/")[0]
+            specificity = 2 if media == wanted else 1 if media == f"{kind}/*" else 0 if media == "*/*" else -1
+            if specificity >= 0 and specificity >= best.get(wanted, (-1, 0.0))[0]:
+                best[wanted] = (specificity, q)
+    return best.get("text/plain", (0, 0.0))[1] > best.get("text/event-stream", (0, 0.0))[1]
+
+
+# Items the framing functions receive: events, None for an idle tick, or a string saying why it ended early.
+_Item = Event | None | str
+
+
+async def _events(services: Services, ref) -> AsyncIterator[_Item]:  # type: ignore[no-untyped-def]
+    timing = services.timing
+    deadline = time.monotonic() + timing.max_seconds
+    tick = max(0.05, min(timing.heartbeat_seconds, timing.stall_seconds / 2, timing.max_seconds))
+    last_progress = time.monotonic()
+    try:
+        async for event in follow_run(services.log, services.tail, ref, tick_seconds=tick):
+            now = time.monotonic()
+            if event is not None:
+                last_progress = now
+                yield event
+                if event.terminal:
+                    return
+            else:
+                yield None
+                if now - last_progress >= timing.stall_seconds and ref.correlation_id is not None:
+                    await services.log.seal_if_stalled(ref.conversation_id, ref.correlation_id, timing.stall_seconds)
+                    last_progress = now
+            if now >= deadline:
+                yield "the response window closed; resume from the last event id"
+                return
+    except TailClosed as closed:
+        yield str(closed)
+    except RedisError as error:
+        logger.warning("run log unreachable while streaming: %s", error)
+        yield "the run log is unreachable; resume from the last event id"
+
+
+_SSE_EVENT_DATA = {"done": "[DONE]"}
+
+
+async def sse_frames(items: AsyncIterator[_Item], timing: StreamTiming) -> AsyncIterator[bytes]:
+    yield ServerSentEvent(retry=timing.retry_ms, sep="\n").encode()
+    last_sent = time.monotonic()
+    async for item in items:
+        now = time.monotonic()
+        if isinstance(item, Event):
+            data = _SSE_EVENT_DATA.get(item.kind, item.text)
+            yield ServerSentEvent(data, event=item.kind, id=item.id, sep="\n").encode()
+            last_sent = now
+        elif item is None:
+            if now - last_sent >= timing.heartbeat_seconds:
+                yield b": heartbeat\n\n"
+                last_sent = now
+        else:
+            yield ServerSentEvent(comment=f"closing: {item}", sep="\n").encode()
+
+
+_PLAIN_MARKERS = {
+    "done": "\n",
+    "reset": "\n[Restarted: the text below replaces the text above]\n",
+    "cancelled": "\n[Cancelled]\n",
+}
+
+
+async def plain_text_frames(items: AsyncIterator[_Item], timing: StreamTiming) -> AsyncIterator[bytes]:
+    async for item in items:
+        if isinstance(item, Event):
+            if item.kind == "message":
+                yield item.text.encode("utf-8")
+            elif item.kind == "error":
+                yield f"\n[Error: {item.text}]\n".encode()
+            else:
+                yield _PLAIN_MARKERS[item.kind].encode()
+
+
+# --- POST /api/agent/stream/{conversation_id}/cancel ------------------------
+
+
+async def cancel(request: Request, services: Services, conversation_id: str) -> Response:
+    if not _ID.fullmatch(conversation_id):
+        return error_response(400, "conversation id must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'")
+    run = request.query_params.get("run") or None
+    if run is not None and not _ID.fullmatch(run):
+        return error_response(400, "run must be a correlation id from the run's 202 answer")
+    try:
+        run = run or await services.log.latest_run(conversation_id)
+        if run is None:
+            return error_response(404, f"no such conversation (unknown, or expired): {conversation_id}")
+        status = await services.log.cancel(conversation_id, run)
+    except RedisError:
+        return error_response(503, "the run log (Redis) is unreachable; try again")
+    if status == "unknown":
+        return error_response(404, f"no such run: {run}")
+    if status == "sealed":
+        return error_response(409, "the run has already ended")
+    return JSONResponse({"status": "cancelled", "conversation_id": conversation_id, "correlation_id": run})
+
+
+# --- GET /api/health ---------------------------------------------------------
+
+
+async def health(services: Services) -> Response:
+    try:
+        await services.log.redis.ping()
+        redis_state = "ok"
+    except (RedisError, OSError):
+        redis_state = "unreachable"
+    status = 200 if redis_state == "ok" else 503
+    body = {"status": "ok" if status == 200 else "degraded", "agents": list(services.agent_names),
+            "redis": redis_state}
+    return JSONResponse(body, status_code=status)

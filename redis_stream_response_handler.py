@@ -1,0 +1,510 @@
+"""The run log: every agent run's streamed answer, kept in one Redis Stream per conversation.
+
+Layout (all keys of a conversation share the `{conversation_id}` hash tag, so
+they live in one Redis Cluster slot):
+
+- `agent-stream:{cid}`       the stream. Entry fields: `r` the run's number in
+  the conversation, `n` the entry's sequence number within the run, `k` the
+  kind, `t` the text. Kinds: `s` start (text: the correlation id), `m` message
+  chunk, `r` reset (discard this run's text so far; what follows replaces it),
+  and the terminal kinds `d` done, `e` error, `x` cancelled.
+- `agent-stream:{cid}:meta`  a hash: `runs` (runs so far), `latest` (latest
+  correlation id), `origin` (first entry id ever), `lease` (server time in ms
+  of the last sign of life from a writer), and per correlation id C:
+  `run:C` (number), `corr:N` (the reverse), `at:C` (start entry id), `try:C` (current attempt),
+  `seq:C` (last sequence number), `end:C` (terminal entry id, once sealed).
+
+Every write is one Lua script call, so one round trip, and fenced: a write
+from an attempt that has been replaced, or to a run that already has its
+terminal entry, is refused atomically. Both keys get a sliding TTL on every
+write, and the stream an approximate length cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "agent-stream:"
+TERMINAL_KINDS = frozenset({"done", "error", "cancelled"})
+
+_KIND_CODES = {"message": "m", "reset": "r", "done": "d", "error": "e", "cancelled": "x"}
+_KIND_NAMES = {code: name for name, code in _KIND_CODES.items()} | {"s": "start"}
+_ENTRY_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+_U64_MAX = 2**64 - 1
+
+
+def stream_key(conversation_id: str) -> str:
+    return f"{KEY_PREFIX}{{{conversation_id}}}"
+
+
+def meta_key(conversation_id: str) -> str:
+    return f"{KEY_PREFIX}{{{conversation_id}}}:meta"
+
+
+def parse_entry_id(value: str) -> tuple[int, int] | None:
+    """The (milliseconds, sequence) of a Redis entry id, or None if it is not one."""
+    match = _ENTRY_ID.fullmatch(value)
+    if not match:
+        return None
+    ms, seq = int(match[1]), int(match[2])
+    return (ms, seq) if ms <= _U64_MAX and seq <= _U64_MAX else None
+
+
+def previous_entry_id(entry_id: str) -> str:
+    """The greatest id strictly before `entry_id`, for exclusive reads that start at it."""
+    parsed = parse_entry_id(entry_id)
+    assert parsed is not None, entry_id
+    ms, seq = parsed
+    return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{_U64_MAX}"
+
+
+def normalize_newlines(text: str) -> str:
+    # SSE treats CR, LF and CRLF alike as line ends, so a CR cannot survive the
+    # trip; normalising at write time keeps SSE and plain-text readers identical.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a run as readers see it."""
+
+    id: str
+    kind: str  # "message", "reset", "done", "error" or "cancelled"
+    text: str
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind in TERMINAL_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """Where a reader starts: a run of a conversation, and the entry id to read after."""
+
+    conversation_id: str
+    run_number: str
+    correlation_id: str | None
+    after: str
+
+
+class ConversationNotFound(LookupError):
+    pass
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+class CursorExpired(LookupError):
+    """The cursor points at entries that retention has already removed."""
+
+
+# Lua shared by the scripts. `now_ms` is server time, so every host agrees on leases.
+_LUA_COMMON = """
+local stream, meta = KEYS[1], KEYS[2]
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function add(run, corr, kind, text, maxlen)
+  local n = redis.call('HINCRBY', meta, 'seq:' .. corr, 1)
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'r', run, 'n', n, 'k', kind, 't', text)
+  if kind == 'd' or kind == 'e' or kind == 'x' then redis.call('HSET', meta, 'end:' .. corr, id) end
+  return id
+end
+local function touch(ttl)
+  redis.call('HSET', meta, 'lease', now_ms())
+  redis.call('EXPIRE', stream, ttl)
+  redis.call('EXPIRE', meta, ttl)
+end
+local function open(corr, maxlen)
+  local run = redis.call('HINCRBY', meta, 'runs', 1)
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'r', run, 'n', 0, 'k', 's', 't', corr)
+  redis.call('HSET', meta, 'run:' .. corr, run, 'at:' .. corr, id, 'try:' .. corr, 0, 'seq:' .. corr, 0,
+             'corr:' .. run, corr, 'latest', corr)
+  redis.call('HSETNX', meta, 'origin', id)
+  return run, id
+end
+"""
+
+# ARGV: corr, maxlen, ttl  ->  {start id, run number}
+_OPEN = _LUA_COMMON + """
+local corr, maxlen, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local run, id = open(corr, maxlen)
+touch(ttl)
+return {id, run}
+"""
+
+# ARGV: corr, maxlen, ttl  ->  {'ok', attempt} | {'sealed', 0}
+# A run unknown to the log (expired, or started around the HTTP route) is opened here.
+_BEGIN = _LUA_COMMON + """
+local corr, maxlen, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local run = redis.call('HGET', meta, 'run:' .. corr)
+if not run then run = open(corr, maxlen) end
+if redis.call('HEXISTS', meta, 'end:' .. corr) == 1 then return {'sealed', 0} end
+local attempt = redis.call('HINCRBY', meta, 'try:' .. corr, 1)
+if attempt > 1 then add(run, corr, 'r', 'restarted', maxlen) end
+touch(ttl)
+return {'ok', attempt}
+"""
+
+# ARGV: corr, attempt ('*' for any), maxlen, ttl, kind1, text1, ...  ->  {'ok'|'sealed'|'replaced'|'unknown', id}
+_APPEND = _LUA_COMMON + """
+local corr, attempt, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local run = redis.call('HGET', meta, 'run:' .. corr)
+if not run then return {'unknown', false} end
+if redis.call('HEXISTS', meta, 'end:' .. corr) == 1 then return {'sealed', false} end
+if attempt ~= '*' and redis.call('HGET', meta, 'try:' .. corr) ~= attempt then return {'replaced', false} end
+local id = false
+for i = 5, #ARGV, 2 do
+  id = add(run, corr, ARGV[i], ARGV[i + 1], maxlen)
+  if ARGV[i] == 'd' or ARGV[i] == 'e' or ARGV[i] == 'x' then break end
+end
+touch(ttl)
+return {'ok', id}
+"""
+
+# ARGV: corr, stall_ms, maxlen, ttl, message  ->  'stalled' | 'alive' | 'sealed' | 'unknown'
+_SEAL_STALLED = _LUA_COMMON + """
+local corr, stall_ms, maxlen, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local run = redis.call('HGET', meta, 'run:' .. corr)
+if not run then return 'unknown' end
+if redis.call('HEXISTS', meta, 'end:' .. corr) == 1 then return 'sealed' end
+if now_ms() - tonumber(redis.call('HGET', meta, 'lease') or 0) < stall_ms then return 'alive' end
+add(run, corr, 'e', ARGV[5], maxlen)
+redis.call('EXPIRE', stream, ttl)
+redis.call('EXPIRE', meta, ttl)
+return 'stalled'
+"""
+
+
+@dataclass(frozen=True)
+class Retention:
+    ttl_seconds: int = 600
+    maxlen: int = 20000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Retention:
+        return cls(ttl_seconds=settings.stream_ttl_seconds, maxlen=settings.stream_maxlen)
+
+
+class RunLog:
+    """Writes and reads run logs over one shared connection pool.
+
+    Bound to the event loop it is used on (redis-py's asyncio pool is).
+    """
+
+    def __init__(self, redis: aioredis.Redis, retention: Retention) -> None:
+        self.redis = redis
+        self.retention = retention
+        self._open = redis.register_script(_OPEN)
+        self._begin = redis.register_script(_BEGIN)
+        self._append = redis.register_script(_APPEND)
+        self._seal_stalled = redis.register_script(_SEAL_STALLED)
+
+    def _keys(self, conversation_id: str) -> list[str]:
+        return [stream_key(conversation_id), meta_key(conversation_id)]
+
+    def _limits(self) -> list[Any]:
+        return [self.retention.maxlen, self.retention.ttl_seconds]
+
+    # --- writing ---------------------------------------------------------
+
+    async def open_run(self, conversation_id: str, correlation_id: str) -> str:
+        """Record that a run was accepted; returns its start entry id. Readers can attach at once."""
+        start_id, _ = await self._open(self._keys(conversation_id), [correlation_id, *self._limits()])
+        return str(start_id)
+
+    async def begin_attempt(self, conversation_id: str, correlation_id: str) -> int | None:
+        """Start (or restart) executing a run; None when the run already has its terminal entry."""
+        status, attempt = await self._begin(self._keys(conversation_id), [correlation_id, *self._limits()])
+        return int(attempt) if status == "ok" else None
+
+    async def append(
+        self, conversation_id: str, correlation_id: str, attempt: int | str, entries: Sequence[tuple[str, str]]
+    ) -> str:
+        """Append (kind, text) entries in one round trip; returns 'ok', 'sealed', 'replaced' or 'unknown'."""
+        args: list[Any] = [correlation_id, str(attempt), *self._limits()]
+        for kind, text in entries:
+            args += [_KIND_CODES[kind], text]
+        status, _ = await self._append(self._keys(conversation_id), args)
+        return str(status)
+
+    async def cancel(self, conversation_id: str, correlation_id: str) -> str:
+        """End a run with a `cancelled` entry unless it has ended; its writer stops at its next write."""
+        return await self.append(conversation_id, correlation_id, "*", [("cancelled", "cancelled by request")])
+
+    async def seal_if_stalled(self, conversation_id: str, correlation_id: str, stall_seconds: float) -> str:
+        message = f"the run stalled: no sign of life from its worker for {stall_seconds:g} s"
+        args = [correlation_id, int(stall_seconds * 1000), *self._limits(), message]
+        return str(await self._seal_stalled(self._keys(conversation_id), args))
+
+    def writer(self, conversation_id: str, correlation_id: str, policy: WritePolicy) -> RunWriter:
+        """A writer for a new attempt at the run (a redelivered run replaces the earlier attempt)."""
+        return RunWriter(self, conversation_id, correlation_id, policy)
+
+    # --- reading ---------------------------------------------------------
+
+    async def latest_run(self, conversation_id: str) -> str | None:
+        return await self.redis.hget(meta_key(conversation_id), "latest")
+
+    async def resolve(
+        self, conversation_id: str, *, cursor: str | None = None, correlation_id: str | None = None
+    ) -> RunRef:
+        """Find the run a reader asked for and the position to read after.
+
+        With a cursor, the run is the cursor entry's run; otherwise the named
+        run, or the conversation's latest.
+        """
+        meta = meta_key(conversation_id)
+        if cursor is not None:
+            if parse_entry_id(cursor) is None:
+                raise InvalidCursor("cursor must be a stream entry id such as 1700000000000-0")
+            return await self._resolve_cursor(conversation_id, cursor, correlation_id)
+        if correlation_id is None:
+            correlation_id = await self.redis.hget(meta, "latest")
+            if correlation_id is None:
+                raise ConversationNotFound(conversation_id)
+        run_number, start_id = await self.redis.hmget(meta, [f"run:{correlation_id}", f"at:{correlation_id}"])
+        if run_number is None:
+            if not await self.redis.exists(meta):
+                raise ConversationNotFound(conversation_id)
+            raise RunNotFound(correlation_id)
+        return RunRef(conversation_id, run_number, correlation_id, previous_entry_id(start_id))
+
+    async def _resolve_cursor(self, conversation_id: str, cursor: str, correlation_id: str | None) -> RunRef:
+        key, meta = stream_key(conversation_id), meta_key(conversation_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(key, cursor, cursor, count=1)
+            pipe.xrange(key, "-", "+", count=1)
+            pipe.hmget(meta, ["origin", f"run:{correlation_id}" if correlation_id else "runs"])
+            at_cursor, first, (origin, named_run) = await pipe.execute()
+        if origin is None:
+            raise ConversationNotFound(conversation_id)
+        if correlation_id is not None and named_run is None:
+            raise RunNotFound(correlation_id)
+        if at_cursor:
+            run_number = at_cursor[0][1]["r"]
+            if correlation_id is not None and run_number != named_run:
+                raise InvalidCursor("cursor belongs to another run of this conversation")
+            correlation_id = correlation_id or await self.redis.hget(meta, f"corr:{run_number}")
+            return RunRef(conversation_id, run_number, correlation_id, cursor)
+        parsed = parse_entry_id(cursor)
+        if first and parse_entry_id(origin) <= parsed < parse_entry_id(first[0][0]):  # type: ignore[operator]
+            raise CursorExpired("the events after this cursor have expired from the stream")
+        raise InvalidCursor("cursor is not an event of this conversation")
+
+    async def read_after(self, ref: RunRef, after: str, count: int = 1000) -> tuple[list[Event], str, bool]:
+        """One page of the run's events after `after`; returns (events, last id read, more may follow)."""
+        entries = await self.redis.xrange(stream_key(ref.conversation_id), f"({after}", "+", count=count)
+        events = events_of_run(entries, ref.run_number)
+        last = entries[-1][0] if entries else after
+        return events, last, len(entries) == count
+
+
+def events_of_run(entries: Sequence[tuple[str, dict[str, str]]], run_number: str) -> list[Event]:
+    """The reader-visible events of one run among raw stream entries (other runs and starts dropped)."""
+    events = []
+    for entry_id, fields in entries:
+        if fields.get("r") != run_number:
+            continue
+        kind = _KIND_NAMES.get(fields.get("k", ""), "start")
+        if kind != "start":
+            events.append(Event(entry_id, kind, fields.get("t", "")))
+    return events
+
+
+@dataclass(frozen=True)
+class WritePolicy:
+    coalesce_seconds: float = 0.0
+    buffer_chunks: int = 20000
+    outage_seconds: float = 30.0
+    lease_seconds: float = 20.0  # how often an idle writer renews the run's lease
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WritePolicy:
+        return cls(coalesce_seconds=settings.write_coalesce_seconds, buffer_chunks=settings.write_buffer_chunks,
+                   outage_seconds=settings.outage_seconds, lease_seconds=max(settings.stall_seconds / 3, 0.2))
+
+
+class RunWriter:
+    """Appends one attempt of one run to the log without ever blocking the model.
+
+    `add()` only buffers; a background task flushes everything buffered in one
+    round trip (consecutive chunks merged into one entry). While Redis is
+    unreachable the task retries the same batch with backoff and keeps up to
+    `buffer_chunks` chunks; past that or after `outage_seconds` the attempt is
+    given up as interrupted and, once Redis answers again, the run is ended
+    with an `error` entry saying so.
+    """
+
+    def __init__(self, log: RunLog, conversation_id: str, correlation_id: str, policy: WritePolicy):
+        self._log = log
+        self.conversation_id = conversation_id
+        self.correlation_id = correlation_id
+        self.attempt: int | None = None  # known once the attempt is registered in the log
+        self._policy = policy
+        self._pending: list[tuple[str, str]] = []
+        self._pending_chunks = 0
+        self._inflight_chunks = 0
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Event()  # terminal entry written, or the attempt stopped
+        self._closed = False
+        self.interrupted: str | None = None
+        self.fenced: str | None = None  # "sealed" or "replaced" once the log refused a write
+        self.flushes = 0
+        self._task = asyncio.create_task(self._run(), name=f"run-writer:{correlation_id}")
+
+    @property
+    def stopped(self) -> bool:
+        """True once nothing more from this attempt will reach the log."""
+        return self.fenced is not None or self.interrupted is not None
+
+    def add(self, text: str) -> None:
+        if self._closed or self.stopped or not text:
+            return
+        text = normalize_newlines(text)
+        if self._pending and self._pending[-1][0] == "message":
+            # Merge with the chunk still waiting: one entry per flush, not per token.
+            self._pending[-1] = ("message", self._pending[-1][1] + text)
+        else:
+            self._pending.append(("message", text))
+        self._pending_chunks += 1
+        if self._pending_chunks + self._inflight_chunks > self._policy.buffer_chunks:
+            self._give_up(f"the stream was interrupted: more than {self._policy.buffer_chunks} chunks waited for Redis")
+        self._wake.set()
+
+    def reset(self, reason: str) -> None:
+        """Tell readers to discard this run's text so far (what follows replaces it)."""
+        if not self._closed and not self.stopped:
+            self._pending.append(("reset", reason))
+            self._wake.set()
+
+    async def finish(self, kind: str, text: str = "") -> None:
+        """Write the terminal entry; returns once it is in Redis or the attempt has stopped."""
+        assert kind in TERMINAL_KINDS, kind
+        if not self._closed:
+            self._closed = True
+            if not self.stopped:
+                self._pending.append((kind, normalize_newlines(text) if kind != "done" else ""))
+            self._wake.set()
+        await self._settled.wait()
+
+    async def abandon(self) -> None:
+        """Stop without a terminal entry (the process is going away)."""
+        self._closed = True
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        try:
+            await self._begin()
+            while not self.stopped:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._policy.lease_seconds)
+                self._wake.clear()
+                if self._policy.coalesce_seconds and self._pending and not self._closed:
+                    await asyncio.sleep(self._policy.coalesce_seconds)
+                batch, self._pending = self._pending, []
+                self._inflight_chunks, self._pending_chunks = self._pending_chunks, 0
+                # An empty batch still renews the lease: the run is alive (e.g. in a long tool call).
+                await self._flush(batch)
+                if self._closed and not self._pending and not self.stopped:
+                    return
+            if self.interrupted and self.fenced is None:
+                self._settled.set()
+                await self._write_interruption()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the log must never fail the agent run
+            logger.exception("run writer for %s failed", self.correlation_id)
+        finally:
+            self._settled.set()
+
+    async def _begin(self) -> None:
+        attempt = await self._retrying(
+            lambda: self._log.begin_attempt(self.conversation_id, self.correlation_id))
+        if attempt is None and not self.interrupted:
+            self.fenced = "sealed"  # the run already has its terminal entry: this attempt writes nothing
+            self._pending.clear()
+        self.attempt = attempt
+
+    async def _flush(self, batch: list[tuple[str, str]]) -> None:
+        status = await self._retrying(
+            lambda: self._log.append(self.conversation_id, self.correlation_id, self.attempt or 0, batch))
+        if self.interrupted:
+            return
+        self.flushes += 1
+        self._inflight_chunks = 0
+        if status != "ok":
+            self.fenced = status
+            self._pending.clear()
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a Redis call until it succeeds or the outage outlasts the policy (then give up)."""
+        started = time.monotonic()
+        delay = 0.05
+        while not self.interrupted:
+            try:
+                return await call()
+            except (RedisError, OSError) as error:
+                waited = time.monotonic() - started
+                if waited >= self._policy.outage_seconds:
+                    self._give_up(f"the stream was interrupted: Redis was unreachable for {waited:.0f} s")
+                    return None
+                logger.warning("run log write failed (%s); retrying in %.2f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        return None
+
+    def _give_up(self, reason: str) -> None:
+        if self.interrupted is None:
+            logger.error("run %s: %s", self.correlation_id, reason)
+            self.interrupted = reason
+            self._pending.clear()
+            self._wake.set()
+
+    async def _write_interruption(self) -> None:
+        """Once Redis is back, end the run with the interruption as its error (trying for one TTL)."""
+        deadline = time.monotonic() + self._log.retention.ttl_seconds
+        while time.monotonic() < deadline:
+            try:
+                await self._log.append(
+                    self.conversation_id, self.correlation_id, self.attempt or "*", [("error", self.interrupted or "")]
+                )
+                return
+            except (RedisError, OSError):
+                await asyncio.sleep(1.0)
+
+
+async def read_run(log: RunLog, ref: RunRef) -> AsyncIterator[Event]:
+    """Every event of a run that is already in the log after `ref.after` (no waiting)."""
+    after = ref.after
+    while True:
+        events, after, more = await log.read_after(ref, after)
+        for event in events:
+            yield event
+            if event.terminal:
+                return
+        if not more:
+            return

@@ -1,0 +1,62 @@
+"""Shared fixtures: a real Redis (REDIS_CONNECTION_STRING, else an embedded redis-server), run logs on it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import hypothesis  # noqa: F401  imported early: CPython 3.11.7 can fail compiling it deep in pytest's hooks
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from embedded_redis import EmbeddedRedis  # noqa: E402
+from live_tail import LiveTail  # noqa: E402
+from redis_connection import connect  # noqa: E402
+from redis_stream_response_handler import Retention, RunLog  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis for the whole session. Tests use random conversation ids, so they never collide."""
+    configured = os.environ.get("REDIS_CONNECTION_STRING")
+    if configured:
+        yield configured
+        return
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def conversation_id() -> str:
+    return f"test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+async def run_log(redis_url: str) -> AsyncIterator[RunLog]:
+    log = RunLog(connect(redis_url), Retention(ttl_seconds=120, maxlen=20000))
+    yield log
+    await log.redis.aclose()
+
+
+@pytest.fixture
+async def live_tail(redis_url: str, run_log: RunLog) -> AsyncIterator[LiveTail]:
+    tail = LiveTail(connect(redis_url, blocking_reader=True), run_log.redis, block_seconds=2)
+    tail.start()
+    yield tail
+    await tail.stop()
+
+
+def require_tool(name: str) -> str:
+    """The path of an external tool; skipped on a developer machine without it, a failure in CI."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is required in CI; .ci/run installs it")
+    pytest.skip(f"{name} is not installed (see README: Tests)")

@@ -1,0 +1,253 @@
+"""The run log against a real Redis: layout, fencing, terminal entries, cursors, retention."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from redis_stream_response_handler import (
+    ConversationNotFound,
+    CursorExpired,
+    Event,
+    InvalidCursor,
+    Retention,
+    RunLog,
+    RunNotFound,
+    WritePolicy,
+    meta_key,
+    normalize_newlines,
+    previous_entry_id,
+    read_run,
+    stream_key,
+)
+
+FAST = WritePolicy(outage_seconds=2.0, lease_seconds=0.5)
+
+
+async def events_of(log: RunLog, conversation_id: str, **where: str) -> list[Event]:
+    ref = await log.resolve(conversation_id, **where)
+    return [event async for event in read_run(log, ref)]
+
+
+def text_of(events: list[Event]) -> str:
+    text = ""
+    for event in events:
+        if event.kind == "reset":
+            text = ""
+        elif event.kind == "message":
+            text += event.text
+    return text
+
+
+async def test_keys_share_one_cluster_slot(conversation_id: str) -> None:
+    assert stream_key(conversation_id) == f"agent-stream:{{{conversation_id}}}"
+    assert meta_key(conversation_id).startswith(f"agent-stream:{{{conversation_id}}}")
+
+
+async def test_a_run_is_readable_from_the_moment_it_is_accepted(run_log: RunLog, conversation_id: str) -> None:
+    await run_log.open_run(conversation_id, "run-1")
+    ref = await run_log.resolve(conversation_id)
+    assert ref.correlation_id == "run-1"
+    assert [event async for event in read_run(run_log, ref)] == []
+
+
+async def test_writer_appends_chunks_then_exactly_one_terminal(run_log: RunLog, conversation_id: str) -> None:
+    await run_log.open_run(conversation_id, "run-1")
+    writer = run_log.writer(conversation_id, "run-1", FAST)
+    for word in ["Day 1", "\n", "## Tokyo ", "🗼 ünïcode"]:
+        writer.add(word)
+    await writer.finish("done")
+    await writer.finish("done")  # idempotent: still one terminal entry
+    events = await events_of(run_log, conversation_id)
+    assert text_of(events) == "Day 1\n## Tokyo 🗼 ünïcode"
+    assert [e.kind for e in events if e.terminal] == ["done"]
+    assert events[-1].kind == "done"
+
+
+async def test_one_round_trip_per_flush_merges_waiting_chunks(run_log: RunLog, conversation_id: str) -> None:
+    await run_log.open_run(conversation_id, "run-1")
+    writer = run_log.writer(conversation_id, "run-1", FAST)
+    for i in range(500):
+        writer.add(f"{i} ")  # added faster than Redis answers: they wait and merge
+    await writer.finish("done")
+    events = await events_of(run_log, conversation_id)
+    assert text_of(events) == "".join(f"{i} " for i in range(500))
+    assert writer.flushes < 50
+    assert len(events) <= writer.flushes + 1
+
+
+async def test_entries_carry_run_sequence_kind_and_text(run_log: RunLog, conversation_id: str) -> None:
+    start = await run_log.open_run(conversation_id, "run-1")
+    writer = run_log.writer(conversation_id, "run-1", FAST)
+    writer.add("hello")
+    await writer.finish("done")
+    entries = await run_log.redis.xrange(stream_key(conversation_id))
+    assert entries[0] == (start, {"r": "1", "n": "0", "k": "s", "t": "run-1"})
+    assert [fields["n"] for _, fields in entries] == ["0", "1", "2"]
+    assert [fields["k"] for _, fields in entries] == ["s", "m", "d"]
+
+
+async def test_a_sealed_run_refuses_every_later_write(run_log: RunLog, conversation_id: str) -> None:
+    await run_log.open_run(conversation_id, "run-1")
+    first = run_log.writer(conversation_id, "run-1", FAST)
+    first.add("answer")
+    await first.finish("done")
+    late = run_log.writer(conversation_id, "run-1", FAST)  # a redelivery after the run ended
+    late.add("a different answer")
+    await late.finish("done")
+    assert late.fenced == "sealed"
+    assert text_of(await events_of(run_log, conversation_id)) == "answer"
+
+
+async def test_a_redelivered_run_resets_readers_and_fences_the_old_attempt(
+    run_log: RunLog, conversation_id: str
+) -> None:
+    await run_log.open_run(conversation_id, "run-1")
+    old = run_log.writer(conversation_id, "run-1", FAST)
+    old.add("partial answ")
+    await asyncio.sleep(0.2)
+    new = run_log.writer(conversation_id, "run-1", FAST)  # the durable host runs it again
+    new.add("complete answer")
+    await asyncio.sleep(0.2)
+    old.add("er from a zombie")
+    await old.finish("done")
+    await new.finish("done")
+    assert old.fenced == "replaced"
+    events = await events_of(run_log, conversation_id)
+    assert [e.kind for e in events] == ["message", "reset", "message", "done"]
+    assert text_of(events) == "complete answer"
+
+
+async def test_cancel_seals_the_run_and_stops_its_writer(run_log: RunLog, conversation_id: str) -> None:
+    await run_log.open_run(conversation_id, "run-1")
+    writer = run_log.writer(conversation_id, "run-1", FAST)
+    writer.add("start")
+    await asyncio.sleep(0.1)
+    assert await run_log.cancel(conversation_id, "run-1") == "ok"
+    assert await run_log.cancel(conversation_id, "run-1") == "sealed"
+    writer.add(" more")
+    await writer.finish("done")
+    assert writer.fenced == "sealed"
+    events = await events_of(run_log, conversation_id)
+    assert [e.kind for e in events] == ["message", "cancelled"]
+
+
+async def test_a_stalled_run_is_ended_once_with_an_error(run_log: RunLog, conversation_id: str) -> None:
+    await run_log.open_run(conversation_id, "run-1")
+    assert await run_log.seal_if_stalled(conversation_id, "run-1", 5) == "alive"
+    await asyncio.sleep(0.3)
+    assert await run_log.seal_if_stalled(conversation_id, "run-1", 0.2) == "stalled"
+    assert await run_log.seal_if_stalled(conversation_id, "run-1", 0.2) == "sealed"
+    events = await events_of(run_log, conversation_id)
+    assert [e.kind for e in events] == ["error"]
+    assert "stalled" in events[0].text
+
+
+async def test_a_live_writer_keeps_its_run_from_stalling(run_log: RunLog, conversation_id: str) -> None:
+    await run_log.open_run(conversation_id, "run-1")
+    writer = run_log.writer(conversation_id, "run-1", WritePolicy(lease_seconds=0.1))
+    await asyncio.sleep(0.6)  # silent, like a long tool call, but alive
+    assert await run_log.seal_if_stalled(conversation_id, "run-1", 0.4) == "alive"
+    await writer.finish("done")
+
+
+async def test_readers_of_a_run_never_see_other_runs(run_log: RunLog, conversation_id: str) -> None:
+    for run, text in [("run-1", "first answer"), ("run-2", "second answer")]:
+        await run_log.open_run(conversation_id, run)
+        writer = run_log.writer(conversation_id, run, FAST)
+        writer.add(text)
+        await writer.finish("done")
+    assert text_of(await events_of(run_log, conversation_id)) == "second answer"
+    assert text_of(await events_of(run_log, conversation_id, correlation_id="run-1")) == "first answer"
+    assert text_of(await events_of(run_log, conversation_id, correlation_id="run-2")) == "second answer"
+
+
+async def test_interleaved_runs_stay_apart(run_log: RunLog, conversation_id: str) -> None:
+    await run_log.open_run(conversation_id, "a")
+    await run_log.open_run(conversation_id, "b")
+    a, b = run_log.writer(conversation_id, "a", FAST), run_log.writer(conversation_id, "b", FAST)
+    for i in range(20):
+        a.add(f"a{i}")
+        b.add(f"b{i}")
+        await asyncio.sleep(0.002)
+    await a.finish("done")
+    await b.finish("error", "model failed")
+    assert text_of(await events_of(run_log, conversation_id, correlation_id="a")) == "".join(f"a{i}" for i in range(20))
+    b_events = await events_of(run_log, conversation_id, correlation_id="b")
+    assert b_events[-1] == Event(b_events[-1].id, "error", "model failed")
+
+
+async def test_cursor_resumes_strictly_after_it_at_every_position(run_log: RunLog, conversation_id: str) -> None:
+    await run_log.open_run(conversation_id, "run-1")
+    writer = run_log.writer(conversation_id, "run-1", FAST)
+    for i in range(8):
+        writer.add(f"w{i} ")
+        await asyncio.sleep(0.005)
+    await writer.finish("done")
+    events = await events_of(run_log, conversation_id)
+    for index, event in enumerate(events):
+        rest = await events_of(run_log, conversation_id, cursor=event.id)
+        assert rest == events[index + 1:]
+
+
+async def test_cursor_errors_are_told_apart(run_log: RunLog, conversation_id: str) -> None:
+    with pytest.raises(ConversationNotFound):
+        await run_log.resolve(conversation_id)
+    with pytest.raises(ConversationNotFound):
+        await run_log.resolve(conversation_id, cursor="1-0")
+    await run_log.open_run(conversation_id, "run-1")
+    with pytest.raises(RunNotFound):
+        await run_log.resolve(conversation_id, correlation_id="nope")
+    for malformed in ["abc", "1-", "-1", "1-2-3", "99999999999999999999999-0", "1.5-0", " 1-0"]:
+        with pytest.raises(InvalidCursor):
+            await run_log.resolve(conversation_id, cursor=malformed)
+    with pytest.raises(InvalidCursor):
+        await run_log.resolve(conversation_id, cursor="99999999999999-0")  # from the future
+    with pytest.raises(InvalidCursor):
+        await run_log.resolve(conversation_id, cursor="1-0")  # older than the conversation: not its own
+
+
+async def test_a_trimmed_cursor_is_gone_not_a_silent_gap(redis_url: str, conversation_id: str) -> None:
+    from redis_connection import connect
+
+    log = RunLog(connect(redis_url), Retention(ttl_seconds=60, maxlen=100))
+    try:
+        await log.open_run(conversation_id, "run-1")
+        await log.begin_attempt(conversation_id, "run-1")
+        for i in range(400):  # one entry per append: more than the cap keeps
+            await log.append(conversation_id, "run-1", 1, [("message", f"{i} ")])
+        first_chunk = (await log.redis.xrange(stream_key(conversation_id), count=2))[1][0]
+        for i in range(400):
+            await log.append(conversation_id, "run-1", 1, [("message", f"{i} ")])
+        await log.append(conversation_id, "run-1", 1, [("done", "")])
+        assert await log.redis.xlen(stream_key(conversation_id)) < 800
+        with pytest.raises(CursorExpired):
+            await log.resolve(conversation_id, cursor=first_chunk)
+    finally:
+        await log.redis.aclose()
+
+
+async def test_every_write_slides_the_ttl_of_both_keys(redis_url: str, conversation_id: str) -> None:
+    from redis_connection import connect
+
+    log = RunLog(connect(redis_url), Retention(ttl_seconds=1, maxlen=100))
+    try:
+        await log.open_run(conversation_id, "run-1")
+        for key in (stream_key(conversation_id), meta_key(conversation_id)):
+            assert 0 < await log.redis.pttl(key) <= 1000
+        await asyncio.sleep(1.3)
+        assert not await log.redis.exists(stream_key(conversation_id), meta_key(conversation_id))
+        with pytest.raises(ConversationNotFound):
+            await log.resolve(conversation_id)
+    finally:
+        await log.redis.aclose()
+
+
+def test_newlines_are_normalised_to_lf() -> None:
+    assert normalize_newlines("a\r\nb\rc\nd\r\n\r") == "a\nb\nc\nd\n\n"
+
+
+def test_previous_entry_id_is_the_greatest_id_before() -> None:
+    assert previous_entry_id("5-3") == "5-2"
+    assert previous_entry_id("5-0") == "4-18446744073709551615"
