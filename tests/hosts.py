@@ -1,0 +1,92 @@
+"""The standalone host as users run it: `python standalone.py` in a subprocess, on a real socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class StandaloneHost:
+    """Starts, stops, kills and restarts `standalone.py` with the given environment.
+
+    `redis_url=None` lets the host start its own embedded redis-server.
+    """
+
+    def __init__(self, redis_url: str | None, env: dict[str, str] | None = None, *, port: int | None = None,
+                 data_dir: Path | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "STREAM_", "API_KEY", "HOST"))},
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "OFFLINE_MODEL_CHUNKS_PER_SECOND": "0",
+            "PYTHONUNBUFFERED": "1",
+            **({"REDIS_CONNECTION_STRING": redis_url} if redis_url else {}),
+            **({"DATA_DIR": str(data_dir)} if data_dir else {}),
+            **(env or {}),
+        }
+        self.log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"standalone-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> StandaloneHost:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "standalone.py")], cwd=ROOT, env=self.env,
+                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"standalone host exited ({self.process.returncode}):\n{self.log()}")
+            try:
+                if httpx.get(f"{self.base_url}/api/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"standalone host did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM (graceful: open streams are closed so clients resume), then wait."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL: the host dies mid-run, as a crashed machine would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> StandaloneHost:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
