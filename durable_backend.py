@@ -129,3 +129,27 @@ class DurableTaskDispatcher:
     async def dispatch(self, agent_name: str, conversation_id: str, correlation_id: str, message: str) -> None:
         entity = EntityInstanceId(f"dafx-{agent_name}", conversation_id)
         await self._client.signal_entity(entity, "run", run_request(conversation_id, correlation_id, message))
+
+
+def main() -> None:
+    """Serve the in-memory backend alone, so `web` and `worker` processes can share it on one machine.
+
+    python durable_backend.py [PORT]
+    then HOST_ROLE=web|worker DURABLE_TASK_SCHEDULER_CONNECTION_STRING="Endpoint=http://127.0.0.1:PORT;Authentication=None"
+    """
+    import signal
+    import sys
+    import threading
+
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 4001
+    backend = LoopbackInMemoryBackend(port=port)
+    print(f"in-memory Durable Task backend on {backend.start()} (runs are lost when it stops)", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    backend.stop(grace=1)
+
+
+if __name__ == "__main__":
+    main()
