@@ -1,0 +1,39 @@
+// Log Analytics workspace and the workspace-based Application Insights
+// component. Local (instrumentation key) auth is off: the app sends telemetry
+// with its managed identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING) and
+// needs Monitoring Metrics Publisher, granted in rbac.bicep.
+
+param logAnalyticsName string
+param applicationInsightsName string
+param location string
+param tags object
+
+@description('Days Log Analytics keeps data; 30 is the free retention.')
+param retentionInDays int = 30
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: logAnalyticsName
+  location: location
+  tags: tags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: retentionInDays
+  }
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: applicationInsightsName
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logAnalytics.id
+    DisableLocalAuth: true
+  }
+}
+
+output applicationInsightsName string = applicationInsights.name
+output logAnalyticsName string = logAnalytics.name
