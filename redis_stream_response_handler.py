@@ -245,7 +245,7 @@ class RunLog:
         """Append (kind, text) entries in one round trip; returns 'ok', 'sealed', 'replaced' or 'unknown'."""
         args: list[Any] = [correlation_id, str(attempt), *self._limits()]
         for kind, text in entries:
-            args += [_KIND_CODES[kind], text]
+            args += [_KIND_CODES[kind], normalize_newlines(text)]
         status, _ = await self._append(self._keys(conversation_id), args)
         return str(status)
 
@@ -366,6 +366,7 @@ class RunWriter:
         self._pending: list[tuple[str, str]] = []
         self._pending_chunks = 0
         self._inflight_chunks = 0
+        self._ended_with_cr = False  # a CRLF split across two chunks is one line break
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()  # terminal entry written, or the attempt stopped
         self._closed = False
@@ -382,7 +383,12 @@ class RunWriter:
     def add(self, text: str) -> None:
         if self._closed or self.stopped or not text:
             return
+        if self._ended_with_cr and text.startswith("\n"):
+            text = text[1:]
+        self._ended_with_cr = text.endswith("\r")
         text = normalize_newlines(text)
+        if not text:
+            return
         if self._pending and self._pending[-1][0] == "message":
             # Merge with the chunk still waiting: one entry per flush, not per token.
             self._pending[-1] = ("message", self._pending[-1][1] + text)

@@ -60,3 +60,23 @@ def require_tool(name: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{name} is required in CI; .ci/run installs it")
     pytest.skip(f"{name} is not installed (see README: Tests)")
+
+
+# The contract tests' hosts: short windows so the window and heartbeat rules can be seen quickly.
+CONTRACT_ENV = {
+    "STREAM_MAX_SECONDS": "3",
+    "STREAM_HEARTBEAT_SECONDS": "0.3",
+    "STREAM_STALL_SECONDS": "30",
+    "OFFLINE_MODEL_CHUNKS_PER_SECOND": "400",
+}
+
+
+@pytest.fixture(scope="session", params=["standalone"])
+def host(request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Each host that serves the HTTP contract, started once per session on a real socket."""
+    from hosts import StandaloneHost
+
+    server = StandaloneHost(redis_url, CONTRACT_ENV, log_path=tmp_path_factory.mktemp("host") / "host.log")
+    server.stream_max_seconds = float(CONTRACT_ENV["STREAM_MAX_SECONDS"])  # type: ignore[attr-defined]
+    with server:
+        yield server

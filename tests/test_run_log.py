@@ -251,3 +251,13 @@ def test_newlines_are_normalised_to_lf() -> None:
 def test_previous_entry_id_is_the_greatest_id_before() -> None:
     assert previous_entry_id("5-3") == "5-2"
     assert previous_entry_id("5-0") == "4-18446744073709551615"
+
+
+async def test_a_crlf_split_across_chunks_is_one_line_break(run_log: RunLog, conversation_id: str) -> None:
+    await run_log.open_run(conversation_id, "run-1")
+    writer = run_log.writer(conversation_id, "run-1", FAST)
+    for piece in ["one\r", "\ntwo\r", "\r", "\nthree"]:
+        writer.add(piece)
+        await asyncio.sleep(0.05)  # separate flushes
+    await writer.finish("done")
+    assert text_of(await events_of(run_log, conversation_id)) == "one\ntwo\n\nthree"
