@@ -1,0 +1,52 @@
+"""settings.py: defaults, validation, and README's table kept in step with it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from settings import SETTINGS, Settings, SettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = Settings.from_env({})
+    assert (settings.host, settings.port, settings.role) == ("127.0.0.1", 7071, "all")
+    assert settings.redis_connection_string is None
+    assert settings.stream_ttl_seconds == 600 and settings.stream_max_seconds == 120
+    assert settings.heartbeat_seconds == 15 and settings.offline_chunks_per_second == 40
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("PORT", "seventy"), ("HOST_ROLE", "boss"), ("REDIS_AUTH", "password"), ("STREAM_MAX_SECONDS", "0"),
+    ("REDIS_STREAM_MAXLEN", "-5"),
+])
+def test_unusable_values_are_refused_with_the_setting_named(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_blank_values_mean_unset() -> None:
+    assert Settings.from_env({"REDIS_CONNECTION_STRING": "  ", "PORT": ""}).port == 7071
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [s.name for s in SETTINGS if f"`{s.name}`" not in readme]
+    assert not missing, f"README's Configuration table lacks {missing}"
+
+
+def test_nothing_but_settings_py_reads_the_environment() -> None:
+    offenders = []
+    for path in ROOT.glob("*.py"):
+        if path.name in ("settings.py", "client.py"):  # client.py is a separate program with its own flags
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and \
+                    isinstance(node.value, ast.Name) and node.value.id == "os":
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, f"read settings through settings.py, not os.environ: {offenders}"
