@@ -10,7 +10,6 @@ they stay off and the routes below serve the shared contract in `http_api`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -69,10 +68,11 @@ def _services(dispatcher: http_api.RunDispatcher | None = None) -> http_api.Serv
 
 @app.route(route="agents/{agent_name}/run", methods=["POST"])
 @app.durable_client_input(client_name="client")
-async def run_agent(req: Request, client: Any) -> Response:
+async def run_agent(req: Request, client: df.DurableOrchestrationClient) -> Response:
     if not settings.redis_connection_string:
         return http_api.error_response(503, _REDIS_MISSING)
-    dispatcher = FunctionsDispatcher(df.DurableOrchestrationClient(client))
+    # durable_client_input has already turned the binding into a client (and re-annotated it for the worker).
+    dispatcher = FunctionsDispatcher(client)
     return await http_api.start_run(req, _services(dispatcher), req.path_params["agent_name"])
 
 

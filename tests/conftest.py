@@ -71,12 +71,26 @@ CONTRACT_ENV = {
 }
 
 
-@pytest.fixture(scope="session", params=["standalone"])
+@pytest.fixture(scope="session", params=["standalone", "functions"])
 def host(request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """Each host that serves the HTTP contract, started once per session on a real socket."""
-    from hosts import StandaloneHost
+    if request.param == "standalone":
+        from hosts import StandaloneHost
 
-    server = StandaloneHost(redis_url, CONTRACT_ENV, log_path=tmp_path_factory.mktemp("host") / "host.log")
-    server.stream_max_seconds = float(CONTRACT_ENV["STREAM_MAX_SECONDS"])  # type: ignore[attr-defined]
+        server = StandaloneHost(redis_url, CONTRACT_ENV, log_path=tmp_path_factory.mktemp("host") / "host.log")
+        server.stream_max_seconds = float(CONTRACT_ENV["STREAM_MAX_SECONDS"])
+        with server:
+            yield server
+    else:
+        yield request.getfixturevalue("functions_host")
+
+
+@pytest.fixture(scope="session")
+def functions_host(redis_url: str) -> Iterator:
+    """function_app.py in process behind a real socket (one per process: the app is a module)."""
+    from functions_host import FunctionsHost
+
+    server = FunctionsHost(redis_url, CONTRACT_ENV)
+    server.stream_max_seconds = float(CONTRACT_ENV["STREAM_MAX_SECONDS"])
     with server:
         yield server
