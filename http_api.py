@@ -30,6 +30,7 @@ from redis_stream_response_handler import (
     InvalidCursor,
     RunLog,
     RunNotFound,
+    RunRef,
 )
 
 if TYPE_CHECKING:
@@ -231,11 +232,14 @@ def prefers_plain_text(accept: str) -> bool:
 _Item = Event | None | str
 
 
-async def _events(services: Services, ref) -> AsyncIterator[_Item]:  # type: ignore[no-untyped-def]
+async def _events(services: Services, ref: RunRef) -> AsyncIterator[_Item]:
     timing = services.timing
     deadline = time.monotonic() + timing.max_seconds
-    tick = max(0.05, min(timing.heartbeat_seconds, timing.stall_seconds / 2, timing.max_seconds))
     last_progress = time.monotonic()
+
+    def tick() -> float:  # wake for the next heartbeat, stall check or the end of the window
+        return max(0.05, min(timing.heartbeat_seconds, timing.stall_seconds / 2, deadline - time.monotonic()))
+
     try:
         async for event in follow_run(services.log, services.tail, ref, tick_seconds=tick):
             now = time.monotonic()

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -193,10 +193,12 @@ class LiveTail:
         self._positions.clear()
 
 
-async def follow_run(log: RunLog, tail: LiveTail, ref: RunRef, *, tick_seconds: float) -> AsyncIterator[Event | None]:
+async def follow_run(
+    log: RunLog, tail: LiveTail, ref: RunRef, *, tick_seconds: Callable[[], float]
+) -> AsyncIterator[Event | None]:
     """Every event of the run after `ref.after`, live, up to its terminal event.
 
-    Yields None when `tick_seconds` pass without an event, so the caller can
+    Yields None when `tick_seconds()` pass without an event, so the caller can
     send heartbeats, check for stalls and watch its deadline. Raises
     `TailClosed` when the tail stops under it.
     """
@@ -225,7 +227,7 @@ async def follow_run(log: RunLog, tail: LiveTail, ref: RunRef, *, tick_seconds: 
             if event.terminal:
                 return
         while True:
-            batch = await sub.next_batch(tick_seconds)
+            batch = await sub.next_batch(tick_seconds())
             if batch is None:
                 async for event in catch_up():
                     yield event
