@@ -15,6 +15,7 @@ import contextlib
 import hmac
 import ipaddress
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -165,8 +166,10 @@ def require_api_key(api_key: str) -> Callable[[Request, Callable[[Request], Awai
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             given = token.strip()
+        given = given or request.query_params.get("code", "")  # EventSource cannot send headers
         if not hmac.compare_digest(given.encode(), expected):
-            return http_api.error_response(401, "missing or wrong API key (Authorization: Bearer <key> or x-api-key)")
+            return http_api.error_response(
+                401, "missing or wrong API key (Authorization: Bearer <key>, x-api-key, or ?code=<key>)")
         return await call_next(request)
 
     return check
@@ -250,18 +253,24 @@ def main() -> int:
         config = uvicorn.Config(create_app(settings, runtime), host=settings.host, port=settings.port,
                                 log_level=settings.log_level.lower(), timeout_graceful_shutdown=5,
                                 lifespan="on", access_log=False)
+        # uvicorn re-raises the signal it stopped for once it is done; exit through `finally` instead,
+        # so the embedded Redis and the durable worker are stopped too.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _exit_after_shutdown)
         Server(config, runtime).run()
         return 0
     finally:
         runtime.stop()
 
 
+def _exit_after_shutdown(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _serve_worker_only() -> int:
     stop = asyncio.Event()
 
     async def wait() -> None:
-        import signal
-
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)

@@ -104,6 +104,9 @@ def test_api_key_guards_every_route_but_health(redis_url: str, tmp_path: Path) -
                 assert client.get("/api/agent/stream/abc", headers=headers).status_code == 401
         plan(host.base_url, {"Authorization": "Bearer s3cret-key"})
         plan(host.base_url, {"x-api-key": "s3cret-key"})
+        with httpx.Client(base_url=host.base_url, timeout=10) as client:  # the page's EventSource way
+            assert client.get("/api/agent/stream/abc?code=s3cret-key").status_code == 404
+            assert client.get("/api/agent/stream/abc?code=wrong").status_code == 401
         assert "s3cret-key" not in host.log()
 
 
