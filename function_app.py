@@ -99,4 +99,4 @@ async def health(req: Request) -> Response:
 
 @app.route(route="app", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def page(req: Request) -> HTMLResponse:
-    return HTMLResponse(http_api.PAGE.read_text(encoding="utf-8"))
+    return HTMLResponse(http_api.PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,452 @@
+"""static/index.html in a real browser against the real standalone host.
+
+Debian's Chromium (`apt-get install chromium`), driven headless by Playwright for Python. The pip package
+carries its own driver, so nothing is downloaded: `playwright install` is never run, and the browser is
+launched from /usr/bin/chromium with the flags this machine needs.
+
+The host is cut short on purpose: STREAM_MAX_SECONDS=1 makes the server end every stream response after a
+second, so a run of a few seconds (OFFLINE_MODEL_CHUNKS_PER_SECOND=100) reaches the page over several
+connections, and the browser's own EventSource reconnects with Last-Event-ID each time.
+
+The page's CSP forbids eval, so every Playwright predicate here is a function ("() => ..."), never a string
+expression (Playwright evaluates those with eval in the page, which the CSP blocks).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from conftest import ROOT, require_tool
+from hosts import StandaloneHost
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, PlaywrightContextManager
+
+PAGE_FILE = ROOT / "static" / "index.html"
+# README's picture; the test refreshes it only when asked, so `make test` leaves the tree clean.
+SCREENSHOT = ROOT / "docs" / "screenshot.png" if os.environ.get("UPDATE_SCREENSHOT") else None
+VIEWPORT = {"width": 1000, "height": 800}
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+HOST_ENV = {
+    "OFFLINE_MODEL_CHUNKS_PER_SECOND": "100",  # a 5-day itinerary takes about 5 s
+    "STREAM_MAX_SECONDS": "1",  # the server ends each stream response after 1 s: the page must resume
+    "STREAM_RETRY_MS": "250",  # and reconnects 250 ms later (the server's `retry:`)
+    "STREAM_HEARTBEAT_SECONDS": "0.5",
+}
+RUN_TIMEOUT_MS = 60_000
+TERMINAL = ("done", "error", "cancelled")
+# What the plain-text rendering of a run writes for the page's events (http_api._PLAIN_MARKERS).
+PLAIN_RESET = "\n[Restarted: the text below replaces the text above]\n"
+PLAIN_CANCELLED = "\n[Cancelled]\n"
+
+
+def sync_playwright() -> PlaywrightContextManager:
+    try:
+        from playwright.sync_api import sync_playwright as start
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("playwright is required in CI; requirements-dev.txt installs it")
+        pytest.skip("playwright is not installed (pip install -r requirements-dev.txt)")
+    return start()
+
+
+# --- Fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = require_tool("chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=os.path.realpath(chromium), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def host(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneHost]:
+    with StandaloneHost(redis_url, HOST_ENV, log_path=tmp_path_factory.mktemp("host") / "host.log") as running:
+        yield running
+    assert "Traceback" not in running.log(), running.log()
+
+
+class PageWatch:
+    """What the page did that a person would not see: console errors, uncaught exceptions, requests."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.expected: list[str] = []  # substrings of errors a test provokes on purpose
+
+    def attach(self, page: Page) -> None:
+        page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        page.on("request", lambda request: self.requests.append(request.url))
+
+    def expect_error(self, text: str) -> None:
+        self.expected.append(text)
+
+    def unexpected_errors(self) -> list[str]:
+        return [error for error in self.errors if not any(text in error for text in self.expected)]
+
+
+@pytest.fixture
+def watch() -> PageWatch:
+    return PageWatch()
+
+
+@pytest.fixture
+def page(browser: Browser, watch: PageWatch) -> Iterator[Page]:
+    """A fresh browser context per test; the test fails if the page logged an error it did not expect."""
+    context = browser.new_context(viewport=VIEWPORT)
+    opened = context.new_page()
+    watch.attach(opened)
+    yield opened
+    context.close()
+    assert watch.unexpected_errors() == [], "the page logged errors (CSP violations show here too)"
+
+
+# --- Helpers -------------------------------------------------------------------------------------
+
+
+def turns(page: Page) -> list[dict[str, Any]]:
+    return page.evaluate("() => window.travelPlanner.turns")
+
+
+def wait_for_outcome(page: Page, count: int) -> dict[str, Any]:
+    """Waits until the page has `count` turns and the last one has ended; returns that turn."""
+    page.wait_for_function(
+        "([count, terminal]) => window.travelPlanner.turns.length === count"
+        " && terminal.includes(window.travelPlanner.state)",
+        arg=[count, list(TERMINAL)], timeout=RUN_TIMEOUT_MS)
+    return turns(page)[-1]
+
+
+def final_answer(base_url: str, stream_url: str) -> str:
+    """The run's text as the server has it: a plain-text GET of the stream URL, after the run."""
+    response = httpx.get(base_url + stream_url, headers={"Accept": "text/plain"}, timeout=30)
+    assert response.status_code == 200, response.text
+    text = response.text.split(PLAIN_RESET)[-1]  # a reset: the text after it replaces the text before
+    for marker in (PLAIN_CANCELLED, "\n"):  # the done / cancelled markers end the text
+        if text.endswith(marker):
+            return text[: -len(marker)]
+    return text
+
+
+def rendered_like(page: Page, answer_index: int, source: str) -> bool:
+    """True when the turn's rendered answer is exactly what the renderer makes of `source`."""
+    return page.evaluate(
+        """([index, source]) => {
+             const fresh = document.createElement("div");
+             fresh.append(window.travelPlanner.renderMarkdown(source));
+             return document.querySelectorAll(".answer")[index].innerHTML === fresh.innerHTML;
+           }""", [answer_index, source])
+
+
+def state_of(page: Page) -> tuple[str, str]:
+    status = page.get_by_role("status")
+    return status.get_attribute("data-state"), status.inner_text().strip()
+
+
+# --- The page's own safety net -------------------------------------------------------------------
+
+
+def inline_hash(html: str, tag: str) -> str:
+    bodies = re.findall(rf"^<{tag}>(.*?)^</{tag}>", html, re.S | re.M)
+    assert len(bodies) == 1, f"expected one inline <{tag}> starting a line"
+    return "sha256-" + base64.b64encode(hashlib.sha256(bodies[0].encode()).digest()).decode()
+
+
+def test_page_csp_lists_the_hashes_of_its_inline_code() -> None:
+    html = PAGE_FILE.read_text(encoding="utf-8")
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', html)
+    assert policy, "the page has lost its Content-Security-Policy"
+    directives = dict(part.strip().split(" ", 1) for part in policy.group(1).split(";"))
+    for tag, directive in (("script", "script-src"), ("style", "style-src")):
+        expected = f"'{inline_hash(html, tag)}'"
+        assert directives[directive] == expected, f"set {directive} {expected} in static/index.html"
+    assert directives["require-trusted-types-for"] == "'script'"
+    assert not re.search(r'\b(?:src|href)="(?!data:)', html), "the page must stay self-contained (Functions)"
+
+
+# --- A trip, streamed through server cuts, then continued ----------------------------------------
+
+
+def test_itinerary_streams_through_server_cuts_and_the_conversation_continues(
+    host: StandaloneHost, page: Page, watch: PageWatch
+) -> None:
+    page.goto(host.base_url + "/")
+    assert state_of(page) == ("idle", "Ready")
+    page.get_by_label("Your trip").fill("Plan a 5-day trip to Lisbon")
+    page.get_by_role("button", name="Plan").click()
+
+    # Mid-stream, once the first day has begun: the README's screenshot.
+    page.wait_for_function(
+        "() => { const turn = window.travelPlanner.turns[0];"
+        " return turn && turn.text.includes('**Morning') && !turn.outcome; }", timeout=RUN_TIMEOUT_MS)
+    shot = page.screenshot(path=SCREENSHOT)
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+    assert state_of(page)[0] in ("live", "reconnecting")
+    assert page.get_by_role("button", name="Cancel").is_visible()
+
+    first = wait_for_outcome(page, 1)
+    assert first["outcome"] == "done", watch.errors
+    assert state_of(page) == ("done", "Done")
+    expected = final_answer(host.base_url, first["streamUrl"])
+    assert "## Day 5" in expected
+    assert first["text"] == expected  # resumed strictly after each Last-Event-ID: no gap, no repeat
+    assert rendered_like(page, 0, expected)
+    assert page.locator(".answer").first.get_attribute("aria-busy") == "false"
+    assert page.locator(".answer h3", has_text=re.compile(r"^Day 5 ")).count() == 1  # "## Day" under the page's own h1
+    assert page.locator(".answer table th").count() == 4
+
+    # The server cut the stream several times and the browser came back each time by itself.
+    assert first["reconnects"] >= 2, first
+    assert first["opens"] == first["reconnects"] + 1
+    log = page.evaluate("() => window.travelPlanner.stateLog")
+    assert log[:3] == ["idle", "connecting", "live"] and log[-1] == "done"
+    assert log.count("reconnecting") == first["reconnects"]
+    assert page.get_by_role("button", name="Cancel").is_hidden()
+
+    # Every prefix of the answer renders: what the page showed while the text was arriving.
+    assert page.evaluate(
+        """(text) => { for (let n = 0; n <= text.length; n += 3) window.travelPlanner.renderMarkdown(text.slice(0, n));
+                       return true; }""", expected)
+
+    # The next turn, in the same conversation.
+    page.get_by_label("Continue the conversation").fill("What should I pack?")
+    page.get_by_role("button", name="Continue").click()
+    second = wait_for_outcome(page, 2)
+    assert second["outcome"] == "done"
+    assert second["conversationId"] == first["conversationId"]
+    assert second["correlationId"] != first["correlationId"]
+    assert second["text"] == final_answer(host.base_url, second["streamUrl"])
+    assert rendered_like(page, 1, second["text"])
+    assert rendered_like(page, 0, expected)  # the first answer is still there, unchanged
+    assert state_of(page) == ("done", "Done")
+
+    # A new trip starts a new conversation.
+    page.get_by_role("button", name="New trip").click()
+    assert page.locator(".turn").count() == 0
+    assert page.get_by_role("button", name="Plan").is_enabled()
+    assert page.evaluate("() => window.travelPlanner.conversationId") is None
+
+    assert all(url.startswith(host.base_url + "/") for url in watch.requests), watch.requests
+
+
+# --- Cancel, on the Functions page path ----------------------------------------------------------
+
+
+def test_cancel_at_the_functions_path_with_a_key_and_an_html_message(
+    host: StandaloneHost, page: Page, watch: PageWatch
+) -> None:
+    # The Functions app serves this same file at /api/app; every API path must work from there too, and a
+    # function key given as ?code= must travel with every API request.
+    page.route(f"{host.base_url}/api/app*",
+               lambda route: route.fulfill(status=200, content_type="text/html; charset=utf-8",
+                                           body=PAGE_FILE.read_text(encoding="utf-8")))
+    page.goto(f"{host.base_url}/api/app?code=test-key")
+    message = 'Plan a 4-day trip to Rome <img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script>'
+    page.get_by_label("Your trip").fill(message)
+    page.get_by_role("button", name="Plan").click()
+    page.wait_for_function("() => (window.travelPlanner.turns[0] || {text: ''}).text.length > 200",
+                           timeout=RUN_TIMEOUT_MS)
+    page.get_by_role("button", name="Cancel").click()
+
+    turn = wait_for_outcome(page, 1)
+    assert turn["outcome"] == "cancelled"
+    assert state_of(page) == ("cancelled", "Cancelled")
+    assert turn["text"] == final_answer(host.base_url, turn["streamUrl"])
+    assert page.get_by_text("Cancelled: the answer stops here.").is_visible()
+    assert page.get_by_role("button", name="Continue").is_enabled()
+
+    # The request is shown as the text it is.
+    request = page.locator(".request")
+    assert message in request.inner_text()
+    assert request.locator("img, script").count() == 0
+    assert page.evaluate("() => window.__pwned") is None
+
+    api_calls = [url for url in watch.requests if "/api/" in url and "/api/app" not in url]
+    assert any("/cancel?" in url for url in api_calls) and any("/api/agents/" in url for url in api_calls)
+    assert all("code=test-key" in url for url in api_calls), api_calls
+
+
+# --- The events a quick run of the offline model does not produce --------------------------------
+
+
+def fake_api(page: Page, base_url: str, stream: dict[str, Any]) -> None:
+    """Answers the page's run request, and then its stream request with `stream` (route.fulfill arguments)."""
+    conversation, run = "conv-1", "run-1"
+    accepted = {"status": "accepted", "conversation_id": conversation, "correlation_id": run,
+                "stream_url": f"/api/agent/stream/{conversation}?run={run}"}
+    page.route(f"{base_url}/api/agents/TravelPlanner/run",
+               lambda route: route.fulfill(status=202, json=accepted))
+    page.route(f"{base_url}/api/agent/stream/**", lambda route: route.fulfill(**stream))
+
+
+def sse(*events: tuple[str, str, str]) -> dict[str, Any]:
+    frames = ["retry: 100\n"] + [
+        f"id: {event_id}\nevent: {kind}\n" + "".join(f"data: {line}\n" for line in data.split("\n"))
+        for event_id, kind, data in events
+    ]
+    return {"status": 200, "content_type": "text/event-stream", "body": "\n".join(frames) + "\n"}
+
+
+def start_fake_run(page: Page, base_url: str, stream: dict[str, Any]) -> dict[str, Any]:
+    fake_api(page, base_url, stream)
+    page.goto(base_url + "/")
+    page.get_by_label("Your trip").fill("Plan a trip")
+    page.get_by_label("Your trip").press("Control+Enter")  # the keyboard way to send
+    return wait_for_outcome(page, 1)
+
+
+def test_reset_discards_the_text_so_far_and_multiline_data_arrives_whole(host: StandaloneHost, page: Page) -> None:
+    turn = start_fake_run(page, host.base_url, sse(
+        ("1-0", "message", "# Old plan\n\nDay 1: "),
+        ("2-0", "message", "museums"),
+        ("3-0", "reset", "the streamed answer failed; the complete answer follows"),
+        ("4-0", "message", "# New plan\n\n"),
+        ("5-0", "message", "- Day 1: the *river*\n- Day 2: the hills\n"),
+        ("6-0", "done", "[DONE]"),
+    ))
+    assert turn["outcome"] == "done" and turn["resets"] == 1
+    assert turn["text"] == "# New plan\n\n- Day 1: the *river*\n- Day 2: the hills\n"
+    assert page.locator(".answer").inner_text().count("Old plan") == 0
+    assert page.locator(".answer li em").inner_text() == "river"
+    assert page.get_by_text("The answer restarted (the streamed answer failed").is_visible()
+
+
+def test_an_error_event_ends_the_run_with_its_message(host: StandaloneHost, page: Page) -> None:
+    turn = start_fake_run(page, host.base_url, sse(
+        ("1-0", "message", "Day 1: "),
+        ("2-0", "error", "the model is unavailable"),
+    ))
+    assert turn["outcome"] == "error" and turn["text"] == "Day 1: "
+    assert state_of(page) == ("error", "Error: the model is unavailable")
+
+
+def test_a_refused_stream_shows_the_servers_reason(host: StandaloneHost, page: Page, watch: PageWatch) -> None:
+    refused = {"status": 404, "json": {"error": "no such run (unknown, or expired): run-1"}}
+    watch.expect_error("404 (Not Found)")
+    turn = start_fake_run(page, host.base_url, refused)
+    assert turn["outcome"] == "error"
+    assert state_of(page) == ("error", "Error: no such run (unknown, or expired): run-1")
+
+
+# --- Markdown from the model cannot become HTML --------------------------------------------------
+
+HOSTILE_MARKDOWN = [
+    'Hello <img src=x onerror="window.__pwned=\'img\'"> world',
+    "<script>window.__pwned = 'script'</script>",
+    "**<svg onload=\"window.__pwned='svg'\"></svg>**",
+    "<a href=\"javascript:window.__pwned='a'\">click</a>",
+    "[click](javascript:window.__pwned='link')",
+    "[click](JaVaScRiPt:window.__pwned='link2')",
+    "[data](data:text/html,<script>window.__pwned='data'</script>)",
+    "<javascript:window.__pwned='autolink'>",
+    "![x](javascript:window.__pwned='image')",
+    "![tracking pixel](https://example.invalid/pixel.png)",
+    "| a | b |\n| --- | --- |\n| <iframe src=\"javascript:window.__pwned='iframe'\"></iframe> | ok |",
+    "```html\n<script>window.__pwned='fenced'</script>\n```",
+    "`<img src=x onerror=window.__pwned='code'>`",
+    "> <style>body{display:none}</style>\n> quoted",
+    "- <details open ontoggle=\"window.__pwned='details'\">x</details>",
+    "[a](https://example.org/\"onmouseover=\"window.__pwned='attr')",
+    ">" * 5000 + " deep",
+    "*" * 5000,
+]
+ALLOWED_TAGS = {"A", "BLOCKQUOTE", "BR", "CODE", "DEL", "DIV", "EM", "H2", "H3", "H4", "H5", "H6", "HR", "LI", "OL",
+                "P", "PRE", "SPAN", "STRONG", "TABLE", "TBODY", "TD", "TH", "THEAD", "TR", "UL"}
+
+
+def test_markdown_from_the_model_builds_no_html_and_runs_no_script(
+    host: StandaloneHost, page: Page, watch: PageWatch
+) -> None:
+    page.goto(host.base_url + "/")
+    found = page.evaluate(
+        """async (sources) => {
+             const box = document.createElement("div");
+             document.body.append(box);  // attached, so anything that could load or fire would
+             for (const source of sources) box.append(window.travelPlanner.renderMarkdown(source));
+             await new Promise((resolve) => setTimeout(resolve, 300));
+             const elements = [...box.querySelectorAll("*")];
+             return {
+               tags: [...new Set(elements.map((element) => element.tagName))],
+               attributes: [...new Set(elements.flatMap((element) => element.getAttributeNames()))],
+               hrefs: elements.filter((element) => element.hasAttribute("href")).map((element) => element.href),
+               text: box.textContent,
+               pwned: window.__pwned ?? null,
+             };
+           }""", HOSTILE_MARKDOWN)
+    assert found["pwned"] is None
+    assert set(found["tags"]) <= ALLOWED_TAGS, found["tags"]
+    assert set(found["attributes"]) <= {"href", "rel", "target", "class", "scope", "tabindex", "role",
+                                        "aria-label", "start"}, found["attributes"]
+    assert found["hrefs"] and all(href.startswith("https://") for href in found["hrefs"]), found["hrefs"]
+    for visible in ("<img src=x onerror=", "<script>window.__pwned", "<iframe src=", "javascript:window.__pwned"):
+        assert visible in found["text"], f"{visible!r} should be shown as text"
+
+    # Defence in depth: Trusted Types make every HTML-string sink throw on this page.
+    watch.expect_error("requires 'TrustedHTML' assignment")
+    refused = page.evaluate(
+        """() => { try { document.body.insertAdjacentHTML("beforeend", "<img src=x onerror='window.__pwned=1'>");
+                         return "allowed"; } catch (error) { return error.name; } }""")
+    assert refused == "TypeError"
+
+
+RENDERED = [
+    ("# Title", "<h2>Title</h2>"),
+    ("## Day 1 — Lisbon", "<h3>Day 1 — Lisbon</h3>"),
+    ("**bold** and *em* and _em_ and ~~gone~~", "<p><strong>bold</strong> and <em>em</em> and <em>em</em> and "
+                                                 "<del>gone</del></p>"),
+    ("***both***", "<p><strong><em>both</em></strong></p>"),
+    ("snake_case_name and 2 * 3 * 4", "<p>snake_case_name and 2 * 3 * 4</p>"),
+    ("**Morning.** Walk\n- Also: a market", "<p><strong>Morning.</strong> Walk</p><ul><li>Also: a market</li></ul>"),
+    ("- a\n  - b\n- c", "<ul><li>a<ul><li>b</li></ul></li><li>c</li></ul>"),
+    ("1. one\n2. two", "<ol><li>one</li><li>two</li></ol>"),
+    ("3. three", '<ol start="3"><li>three</li></ol>'),
+    ("- a\n\n- b", "<ul><li><p>a</p></li><li><p>b</p></li></ul>"),
+    ("line one  \nline two", "<p>line one<br>line two</p>"),
+    ("`a *b*` \\*c\\*", "<p><code>a *b*</code> *c*</p>"),
+    ("> quoted", "<blockquote><p>quoted</p></blockquote>"),
+    ("```\ncode\n  block\n```", "<pre><code>code\n  block</code></pre>"),
+    ("---", "<hr>"),
+    ("| A | B |\n|:-:|--:|\n| 1 | 2 |",
+     '<div class="table-wrap" tabindex="0" role="region" aria-label="Table"><table><thead><tr>'
+     '<th class="align-center" scope="col">A</th><th class="align-right" scope="col">B</th></tr></thead><tbody>'
+     '<tr><td class="align-center">1</td><td class="align-right">2</td></tr></tbody></table></div>'),
+    ("[site](https://example.org/a_b)",
+     '<p><a href="https://example.org/a_b" rel="noopener noreferrer nofollow" target="_blank">site</a></p>'),
+    ("see https://example.org/x.",
+     '<p>see <a href="https://example.org/x" rel="noopener noreferrer nofollow" target="_blank">'
+     "https://example.org/x</a>.</p>"),
+    ("**unclosed", "<p>**unclosed</p>"),
+]
+
+
+@pytest.mark.parametrize(("source", "html"), RENDERED, ids=[source[:24] for source, _ in RENDERED])
+def test_markdown_renders(host: StandaloneHost, page: Page, source: str, html: str) -> None:
+    page.goto(host.base_url + "/")
+    rendered = page.evaluate(
+        """(source) => { const box = document.createElement("div");
+                         box.append(window.travelPlanner.renderMarkdown(source)); return box.innerHTML; }""",
+        source)
+    assert rendered == html
+
+
+def test_the_page_is_usable_on_a_narrow_screen(host: StandaloneHost, page: Page) -> None:
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto(host.base_url + "/")
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0
+    assert page.get_by_role("button", name="Plan").is_visible()
+    assert page.get_by_role("status").is_visible()
