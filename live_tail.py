@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[str, str]]
 
+# Streams that join within this window share one wake-up of the XREAD (each wake re-sends every
+# subscribed stream, so waking per join would cost O(N^2) when N readers arrive together). Joiners
+# have already read everything written so far, so the wait only delays their next live entry.
+JOIN_SECONDS = 0.02
+
 
 class TailClosed(Exception):
     """The tail stopped (shutdown, or Redis unreachable); the reader should end its response."""
@@ -101,6 +106,7 @@ class LiveTail:
         self._reading = False
         self._accepting = True
         self._task: asyncio.Task[None] | None = None
+        self._wake_task: asyncio.Task[None] | None = None  # at most one pending wake per blocked XREAD
 
     @property
     def subscriber_count(self) -> int:
@@ -118,6 +124,8 @@ class LiveTail:
     async def stop(self, reason: str = "the server is shutting down") -> None:
         """Close every subscription (their readers end cleanly) and stop the XREAD loop."""
         self.close_readers(reason)
+        if self._wake_task is not None:
+            self._wake_task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -134,15 +142,24 @@ class LiveTail:
         if subs is None:
             self._subscribers[key] = subs = set()
             self._positions[key] = after
-            if self._reading:
-                # The running XREAD does not include this stream yet: wake it.
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1)
-                    pipe.expire(self._wake_key, 3600)
-                    await pipe.execute()
+            if self._reading and self._wake_task is None:
+                # The running XREAD does not include this stream yet: wake it (once for every joiner).
+                self._wake_task = asyncio.create_task(self._wake_after(JOIN_SECONDS), name="live-tail-wake")
         subs.add(sub)
         self._changed.set()
         return sub
+
+    async def _wake_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1)
+                pipe.expire(self._wake_key, 3600)
+                await pipe.execute()
+        except Exception as error:  # the XREAD still ends within its block time
+            logger.debug("live tail wake failed: %s", error)
+        finally:
+            self._wake_task = None
 
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self._subscribers.get(sub.key)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 if TYPE_CHECKING:
     from settings import Settings
@@ -220,6 +220,8 @@ class RunLog:
         self._begin = redis.register_script(_BEGIN)
         self._append = redis.register_script(_APPEND)
         self._seal_stalled = redis.register_script(_SEAL_STALLED)
+        self._queued: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     def _keys(self, conversation_id: str) -> list[str]:
         return [stream_key(conversation_id), meta_key(conversation_id)]
@@ -246,8 +248,46 @@ class RunLog:
         args: list[Any] = [correlation_id, str(attempt), *self._limits()]
         for kind, text in entries:
             args += [_KIND_CODES[kind], normalize_newlines(text)]
-        status, _ = await self._append(self._keys(conversation_id), args)
+        status, _ = await self._shared_round_trip(self._keys(conversation_id), args)
         return str(status)
+
+    async def _shared_round_trip(self, keys: list[str], args: list[Any]) -> Any:
+        """Run the append script, pipelined with every other writer's appends waiting in this process.
+
+        Each script call stays atomic and fenced on its own; they only share the round trip, so
+        a process with hundreds of active runs sends one pipeline per round trip, not one call per run.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append((keys, args, future))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_queued(), name="run-log-appends")
+        return await future
+
+    async def _send_queued(self) -> None:
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for keys, args, _ in batch:
+                            pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+                        replies = await pipe.execute(raise_on_error=False)
+                except (RedisError, OSError) as error:
+                    replies = [error] * len(batch)  # each writer retries its own entries
+                for (keys, args, future), reply in zip(batch, replies, strict=True):
+                    if isinstance(reply, NoScriptError):  # Redis restarted: this call loads it again
+                        try:
+                            reply = await self._append(keys, args)
+                        except (RedisError, OSError) as error:
+                            reply = error
+                    if future.done():
+                        continue  # its writer has gone
+                    if isinstance(reply, BaseException):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+        finally:
+            self._sender = None
 
     async def cancel(self, conversation_id: str, correlation_id: str) -> str:
         """End a run with a `cancelled` entry unless it has ended; its writer stops at its next write."""
@@ -363,7 +403,7 @@ class RunWriter:
         self.correlation_id = correlation_id
         self.attempt: int | None = None  # known once the attempt is registered in the log
         self._policy = policy
-        self._pending: list[tuple[str, str]] = []
+        self._pending: list[tuple[str, list[str]]] = []  # (kind, texts joined when flushed)
         self._pending_chunks = 0
         self._inflight_chunks = 0
         self._ended_with_cr = False  # a CRLF split across two chunks is one line break
@@ -390,10 +430,9 @@ class RunWriter:
         if not text:
             return
         if self._pending and self._pending[-1][0] == "message":
-            # Merge with the chunk still waiting: one entry per flush, not per token.
-            self._pending[-1] = ("message", self._pending[-1][1] + text)
+            self._pending[-1][1].append(text)  # merged with the chunks still waiting: one entry per flush
         else:
-            self._pending.append(("message", text))
+            self._pending.append(("message", [text]))
         self._pending_chunks += 1
         if self._pending_chunks + self._inflight_chunks > self._policy.buffer_chunks:
             self._give_up(f"the stream was interrupted: more than {self._policy.buffer_chunks} chunks waited for Redis")
@@ -402,7 +441,7 @@ class RunWriter:
     def reset(self, reason: str) -> None:
         """Tell readers to discard this run's text so far (what follows replaces it)."""
         if not self._closed and not self.stopped:
-            self._pending.append(("reset", reason))
+            self._pending.append(("reset", [reason]))
             self._wake.set()
 
     async def finish(self, kind: str, text: str = "") -> None:
@@ -411,7 +450,7 @@ class RunWriter:
         if not self._closed:
             self._closed = True
             if not self.stopped:
-                self._pending.append((kind, normalize_newlines(text) if kind != "done" else ""))
+                self._pending.append((kind, [text if kind != "done" else ""]))
             self._wake.set()
         await self._settled.wait()
 
@@ -431,7 +470,8 @@ class RunWriter:
                 self._wake.clear()
                 if self._policy.coalesce_seconds and self._pending and not self._closed:
                     await asyncio.sleep(self._policy.coalesce_seconds)
-                batch, self._pending = self._pending, []
+                batch = [(kind, "".join(texts)) for kind, texts in self._pending]
+                self._pending = []
                 self._inflight_chunks, self._pending_chunks = self._pending_chunks, 0
                 # An empty batch still renews the lease: the run is alive (e.g. in a long tool call).
                 await self._flush(batch)

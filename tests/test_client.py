@@ -138,8 +138,9 @@ def test_connections_cut_at_random_bytes_lose_and_repeat_nothing(host: Standalon
 def test_server_restart_mid_run_is_survived(redis_url: str) -> None:
     """The host goes away mid-run (connections refused for seconds) and comes back on the same Redis.
 
-    The embedded durable backend loses the run with the process, so the restarted host ends it as
-    stalled: the client must reconnect, print every chunk once, then report the error (exit 1).
+    The host is killed (a graceful stop would let the run finish first). The embedded durable backend
+    loses the run with the process, so the restarted host ends it as stalled: the client must
+    reconnect, print every chunk once, then report the error (exit 1).
     """
     env = {"OFFLINE_MODEL_CHUNKS_PER_SECOND": "60", "STREAM_STALL_SECONDS": "2"}
     first = StandaloneHost(redis_url, env).start()
@@ -150,7 +151,7 @@ def test_server_restart_mid_run_is_survived(redis_url: str) -> None:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             env={k: v for k, v in os.environ.items() if k not in CLIENT_ENV_NAMES})
         time.sleep(1.5)
-        first.stop()
+        first.kill()
         second.start()
         stdout, stderr = process.communicate(timeout=30)
         assert process.returncode == 1, stderr.decode()
