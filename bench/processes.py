@@ -1,0 +1,171 @@
+"""Processes: the hosts under test, bench worker processes, and what /proc tells about them."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import PRODUCT_ROOT, ROOT
+
+sys.path.insert(0, str(PRODUCT_ROOT / "tests"))
+from hosts import StandaloneHost, free_port  # noqa: E402  the tests' harness: the host as users run it
+
+LOG_DIR = Path(os.environ.get("TMPDIR", "/tmp"))
+
+
+def raise_open_files(wanted: int = 65536) -> int:
+    """Raise this process's (and so its children's) open-file limit as far as allowed; returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def our_host(redis_url: str, **env: str) -> StandaloneHost:
+    """The real standalone host (offline model at full speed) against the bench Redis."""
+    settings = {"LOG_LEVEL": "WARNING", "STREAM_HEARTBEAT_SECONDS": "5", "STREAM_MAX_SECONDS": "3600", **env}
+    return StandaloneHost(redis_url, settings, log_path=LOG_DIR / f"bench-host-{os.getpid()}.log")
+
+
+class BaselineHost:
+    """bench/baseline.py's app under uvicorn in a subprocess."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = LOG_DIR / f"bench-baseline-{os.getpid()}.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> BaselineHost:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        command = [sys.executable, "-m", "bench.baseline", "--port", str(self.port), "--redis-url", self.redis_url]
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"baseline host exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.base_url}/api/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("baseline host did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> BaselineHost:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process `pid` has used (all its threads)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (all cores, /proc/stat), to see who else was running."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def tcp_peers(pid: int) -> list[tuple[int, int]]:
+    """(local port, remote port) of every established TCP socket process `pid` holds (IPv4 and IPv6)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    peers = []
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    if fields[9] in inodes and fields[3] == "01":  # ESTABLISHED
+                        local = int(fields[1].rsplit(":", 1)[1], 16)
+                        remote = int(fields[2].rsplit(":", 1)[1], 16)
+                        peers.append((local, remote))
+        except FileNotFoundError:
+            continue
+    return peers
+
+
+def redis_connections_of(pid: int, redis_url: str, client_ports: list[int]) -> int:
+    """How many of the connections Redis lists (CLIENT LIST) belong to process `pid`."""
+    redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    ours = {local for local, remote in tcp_peers(pid) if remote == redis_port}
+    return sum(1 for port in client_ports if port in ours)
+
+
+# --- bench worker processes (feeders, readers) --------------------------------------------------
+
+_CONTEXT = multiprocessing.get_context("spawn")
+
+
+class Worker:
+    """A child process running `target(connection, params)`; messages go both ways over a pipe."""
+
+    def __init__(self, target: Callable[[multiprocessing.connection.Connection, dict[str, Any]], None],
+                 params: dict[str, Any]) -> None:
+        self._conn, child = _CONTEXT.Pipe()
+        self.process = _CONTEXT.Process(target=target, args=(child, params), daemon=True)
+        self.process.start()
+        child.close()
+
+    def send(self, message: Any) -> None:
+        self._conn.send(message)
+
+    def recv(self, timeout: float) -> Any:
+        if not self._conn.poll(timeout):
+            raise TimeoutError(f"worker {self.process.pid} said nothing for {timeout:.0f} s")
+        return self._conn.recv()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(5)

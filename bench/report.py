@@ -1,0 +1,202 @@
+"""The table: medians over repeats, ours beside the baseline, ratios, targets and whether they hold."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from bench.stats import median, ratio
+
+KB = 1000  # targets in KB are read as 1,000 bytes: the stricter reading
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    metric: str
+    ours: float
+    baseline: float
+    unit: str
+    target: str = ""
+    holds: bool | None = None
+    digits: int = 1
+
+
+def _fmt(value: float, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        digits = min(digits, 1)
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(ours: float, baseline: float) -> str:
+    r = ratio(ours, baseline)
+    if math.isnan(r):
+        return "—"
+    if r >= 100:
+        return f"{r:,.0f}×"
+    if r < 0.1:
+        return f"1/{1 / r:,.0f}"  # e.g. 1/2,400: the baseline takes 2,400 times as long
+    return f"{r:.2f}×" if r < 10 else f"{r:.1f}×"
+
+
+def _holds(holds: bool | None) -> str:
+    return "" if holds is None else ("**yes**" if holds else "**no**")
+
+
+def med(runs: list[dict[str, Any]], key: str) -> float:
+    return median([run[key] for run in runs if key in run])
+
+
+def _levels(section: dict[str, dict[str, list[dict[str, Any]]]]) -> list[int]:
+    return sorted({int(level) for design in section.values() for level in design})
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    write = results.get("write", {})
+    if write:
+        levels = _levels(write)
+        ours, base = write["ours"], write["baseline"]
+        small, large = levels[0], (100 if 100 in levels else levels[-1])
+
+        def both(level: int, key: str) -> tuple[float, float]:
+            return med(ours[str(level)], key), med(base[str(level)], key)
+
+        for level in (small, large):
+            o, b = both(level, "chunks_per_s")
+            out.append(Row("1 write", f"chunks appended /s, {level} stream{'s' if level > 1 else ''}", o, b,
+                           "chunks/s", "≥ 5,000", o >= 5000, 0))
+        o, b = both(small, "flushes_per_s")
+        out.append(Row("1 write", f"flushed batches (Redis writes) /s, {small} stream: the unmerged capacity", o, b,
+                       "/s", digits=0))
+        o, b = both(small, "round_trips_per_chunk")
+        out.append(Row("1 write", f"Redis round trips per chunk, {small} stream", o, b, "", digits=3))
+        o, b = both(large, "round_trips_per_flush")
+        out.append(Row("1 write", f"round trips per flushed batch (baseline: per write), {large} streams", o, b, "",
+                       "≤ 1", o <= 1.0 + 1e-9, 3))
+        o, b = both(large, "chunks_per_flush")
+        out.append(Row("1 write", f"chunks per flushed batch, {large} streams", o, b, "", digits=1))
+        o, b = both(large, "server_commands_per_chunk")
+        out.append(Row("1 write", f"Redis commands per chunk (server-side, incl. inside Lua), {large} streams", o, b,
+                       "", digits=3))
+        for q in ("p50", "p99"):
+            o, b = both(large, f"append_{q}_ms")
+            target, holds = ("≤ 0.5 ms", o <= 0.5) if q == "p99" else ("", None)
+            out.append(Row("1 write", f"in-process cost per append {q}, {large} streams", o, b, "ms", target, holds, 4))
+    delivery = results.get("delivery", {})
+    if delivery:
+        levels = _levels(delivery)
+        top = 500 if 500 in levels else levels[-1]
+        for level in levels:
+            for q, limit in (("p50", 5.0), ("p99", 25.0)):
+                o = med(delivery["ours"].get(str(level), []), f"{q}_ms")
+                b = med(delivery.get("baseline", {}).get(str(level), []), f"{q}_ms")
+                target, holds = (f"≤ {limit:g} ms", o <= limit) if level == top else ("", None)
+                streams = f"{level:,} stream{'s' if level > 1 else ''}"
+                out.append(Row("2 delivery", f"model → SSE client {q}, {streams} × 40 chunks/s", o, b, "ms",
+                               target, holds, 1))
+        o = med(delivery["ours"].get(str(top), []), "write_stage_p50_ms")
+        o99 = med(delivery["ours"].get(str(top), []), "write_stage_p99_ms")
+        out.append(Row("2 delivery", f"of which model → in Redis (writer) p50, {top} streams", o, math.nan, "ms"))
+        out.append(Row("2 delivery", f"of which model → in Redis (writer) p99, {top} streams", o99, math.nan, "ms"))
+        o = med(delivery["ours"].get(str(top), []), "delivered_per_s")
+        b = med(delivery.get("baseline", {}).get(str(top), []), "delivered_per_s")
+        out.append(Row("2 delivery", f"chunks delivered /s, {top} streams (offered {top * 40:,})", o, b, "chunks/s",
+                       digits=0))
+    first = results.get("first_byte", {})
+    if first:
+        o, b = first["ours"]["first_byte_ms"], first["baseline"]["first_byte_ms"]
+        out.append(Row("2 delivery", "time to first byte of a new run (POST → first message)", o, b, "ms", digits=0))
+        o, b = first["ours"]["whole_answer_ms"], first["baseline"]["whole_answer_ms"]
+        out.append(Row("2 delivery", "time to the whole answer (POST → done)", o, b, "ms", digits=0))
+    idle = results.get("concurrency", {})
+    if idle:
+        o, b = idle["ours"], idle.get("baseline", {})
+        n = o["connections"]
+        out.append(Row("3 idle", "open SSE connections held by one host process", o["alive_after_hold"],
+                       b.get("alive_after_hold", math.nan), "", "≥ 5,000", o["alive_after_hold"] >= 5000, 0))
+        per_conn_kb = o["rss_per_connection_kib"] * 1024 / KB
+        out.append(Row("3 idle", f"host RSS per connection, {n:,} connections", per_conn_kb,
+                       b.get("rss_per_connection_kib", math.nan) * 1024 / KB, "kB", "≤ 64 kB", per_conn_kb <= 64))
+        out.append(Row("3 idle", f"host Redis connections with {n:,} readers", o["redis_connections_held"],
+                       b.get("redis_connections_held", math.nan), "", "≤ 4", o["redis_connections_held"] <= 4, 0))
+        out.append(Row("3 idle", f"host CPU while idle, {n:,} connections", o["host_cpu_percent_idle"],
+                       b.get("host_cpu_percent_idle", math.nan), "% of a core", digits=1))
+    foot = results.get("footprint", {})
+    if foot:
+        base = foot["baseline"]
+        chunks = base["chunks"]
+        for pace in ("one entry per chunk", "four chunks per entry", "full speed"):
+            run = foot[f"ours, {pace}"]
+            kb = run["bytes"] / KB
+            target, holds = ("≤ 100 kB", kb <= 100) if pace != "four chunks per entry" else ("", None)
+            out.append(Row("4 footprint", f"Redis memory per {chunks:,}-chunk run, {pace} ({run['entries']:,} entries)",
+                           kb, base["bytes"] / KB, "kB", target, holds))
+        keys = sum(foot[k]["keys_without_ttl"] for k in foot if k.startswith("ours"))
+        out.append(Row("4 footprint", "keys without TTL after the runs", keys, base["keys_without_ttl"], "", "0",
+                       keys == 0, 0))
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    quick = results.get("plan", {}).get("quick", False)
+    lines = ["| Figure | Metric | Ours | Baseline | Ours / baseline | Target | Holds |",
+             "|---|---|---:|---:|---:|---|---|"]
+    for row in rows(results):
+        if quick and row.holds is not None:
+            row = Row(row.figure, row.metric, row.ours, row.baseline, row.unit,
+                      f"{row.target} (not judged: --quick sizes)", None, row.digits)
+        ours = _fmt(row.ours, row.digits) + (f" {row.unit}" if row.unit and not math.isnan(row.ours) else "")
+        base = _fmt(row.baseline, row.digits) + (f" {row.unit}" if row.unit and not math.isnan(row.baseline) else "")
+        lines.append(f"| {row.figure} | {row.metric} | {ours} | {base} | {_ratio(row.ours, row.baseline)} "
+                     f"| {row.target} | {_holds(row.holds)} |")
+    return "\n".join(lines)
+
+
+def growth_table(results: dict[str, Any]) -> str:
+    """Figure 5 in numbers: each figure against the number of concurrent streams."""
+    delivery, write = results.get("delivery", {}), results.get("write", {})
+    levels = sorted(set(_levels(delivery)) | set(_levels(write)))
+    lines = ["| Streams | Ours p50 / p99 (ms) | Baseline p50 / p99 (ms) | Ours delivered /s | Baseline delivered /s "
+             "| Ours write chunks/s | Baseline write chunks/s | Other load, ours runs (core·s) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(section: dict[str, Any], design: str, level: int, *keys: str, digits: int = 1) -> str:
+        runs = section.get(design, {}).get(str(level), [])
+        return " / ".join(_fmt(med(runs, k), digits) for k in keys) if runs else "—"
+
+    for level in levels:
+        lines.append(
+            f"| {level:,} | {cell(delivery, 'ours', level, 'p50_ms', 'p99_ms')} "
+            f"| {cell(delivery, 'baseline', level, 'p50_ms', 'p99_ms', digits=0)} "
+            f"| {cell(delivery, 'ours', level, 'delivered_per_s', digits=0)} "
+            f"| {cell(delivery, 'baseline', level, 'delivered_per_s', digits=0)} "
+            f"| {cell(write, 'ours', level, 'chunks_per_s', digits=0)} "
+            f"| {cell(write, 'baseline', level, 'chunks_per_s', digits=0)} "
+            f"| {_others(delivery.get('ours', {}).get(str(level), []))} |")
+    return "\n".join(lines)
+
+
+def _others(runs: list[dict[str, Any]]) -> str:
+    """CPU the rest of the (shared) machine used during each repeat: a sign of how noisy it was."""
+    return ", ".join(f"{run['cpu_seconds'].get('others', math.nan):.1f}" for run in runs) or "—"
+
+
+def machine_table(machine: dict[str, str]) -> str:
+    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in machine.items())])
+
+
+def summary(results: dict[str, Any], chart: str | None) -> str:
+    repeats = results["plan"]["repeat"]
+    parts = ["## Machine", machine_table(results["machine"]), "",
+             f"## Figures 1–4 (1–2: medians over {repeats} repeat{'s' if repeats > 1 else ''}; 3–4: measured once)",
+             table(results), "",
+             "## Figure 5, growth", growth_table(results)]
+    if chart:
+        parts += ["", f"Chart: {chart}"]
+    return "\n".join(parts)
