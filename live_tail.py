@@ -35,9 +35,10 @@ logger = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[str, str]]
 
-# Streams that join within this window share one wake-up of the XREAD (each wake re-sends every
-# subscribed stream, so waking per join would cost O(N^2) when N readers arrive together). Joiners
-# have already read everything written so far, so the wait only delays their next live entry.
+# The XREAD is woken for joining streams at most once per this window: the first joiner at once,
+# later ones together (each wake re-sends every subscribed stream, so a wake per join would cost
+# O(N^2) when N readers arrive together). Joiners have already read everything written so far,
+# so the wait only delays their next live entry.
 JOIN_SECONDS = 0.02
 
 
@@ -107,6 +108,7 @@ class LiveTail:
         self._accepting = True
         self._task: asyncio.Task[None] | None = None
         self._wake_task: asyncio.Task[None] | None = None  # at most one pending wake per blocked XREAD
+        self._last_wake = 0.0
 
     @property
     def subscriber_count(self) -> int:
@@ -144,13 +146,16 @@ class LiveTail:
             self._positions[key] = after
             if self._reading and self._wake_task is None:
                 # The running XREAD does not include this stream yet: wake it (once for every joiner).
-                self._wake_task = asyncio.create_task(self._wake_after(JOIN_SECONDS), name="live-tail-wake")
+                delay = max(0.0, self._last_wake + JOIN_SECONDS - asyncio.get_running_loop().time())
+                self._wake_task = asyncio.create_task(self._wake_after(delay), name="live-tail-wake")
         subs.add(sub)
         self._changed.set()
         return sub
 
     async def _wake_after(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        if seconds:
+            await asyncio.sleep(seconds)
+        self._last_wake = asyncio.get_running_loop().time()
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1)
