@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from agent_framework import AgentResponse, AgentResponseUpdate, Content, Message, ResponseStream
+from agent_framework import AgentResponse, AgentResponseUpdate, ResponseStream
 
 from redis_stream_response_handler import RunLog, RunWriter, WritePolicy
 
@@ -135,7 +135,3 @@ class _ModelCall:
 
     def start(self, *, stream: bool) -> Any:
         return self._agent.run(self._messages, stream=stream, session=self._session, **self._kwargs)
-
-
-def text_response(text: str) -> AgentResponse:
-    return AgentResponse(messages=[Message(role="assistant", contents=[Content.from_text(text)])])
