@@ -87,6 +87,11 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _shown(value: str, limit: int = 64) -> str:
+    """User input quoted in an error message, cut short: errors never echo a huge input back."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
 def stream_url(conversation_id: str, correlation_id: str) -> str:
     return f"/api/agent/stream/{conversation_id}?run={correlation_id}"
 
@@ -97,7 +102,8 @@ def stream_url(conversation_id: str, correlation_id: str) -> str:
 async def start_run(request: Request, services: Services, agent_name: str) -> Response:
     try:
         if agent_name not in services.agent_names:
-            raise ApiError(404, f"unknown agent {agent_name!r}; this app serves {', '.join(services.agent_names)}")
+            served = ", ".join(services.agent_names)
+            raise ApiError(404, f"unknown agent {_shown(agent_name)}; this app serves {served}")
         if services.dispatcher is None:
             raise ApiError(503, "this host does not start runs (HOST_ROLE=worker)")
         message, conversation_id = await _read_run_request(request)
@@ -159,7 +165,7 @@ async def _read_run_request(request: Request) -> tuple[str, str | None]:
 
 async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise ApiError(413, f"the body is larger than {MAX_BODY_BYTES // 1024} KiB")
     body = bytearray()
     try:

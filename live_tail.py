@@ -224,6 +224,8 @@ async def follow_run(
     send heartbeats, check for stalls and watch its deadline. Raises
     `TailClosed` when the tail stops under it.
     """
+    if ref.past_the_end:
+        return
     after = ref.after
     seen = parse_entry_id(after)
 

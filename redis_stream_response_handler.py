@@ -44,7 +44,8 @@ TERMINAL_KINDS = frozenset({"done", "error", "cancelled"})
 
 _KIND_CODES = {"message": "m", "reset": "r", "done": "d", "error": "e", "cancelled": "x"}
 _KIND_NAMES = {code: name for name, code in _KIND_CODES.items()} | {"s": "start"}
-_ENTRY_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+_TERMINAL_CODES = frozenset(_KIND_CODES[kind] for kind in TERMINAL_KINDS)
+_ENTRY_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # ASCII: \d would match any script's digits
 _U64_MAX = 2**64 - 1
 
 
@@ -100,6 +101,7 @@ class RunRef:
     run_number: str
     correlation_id: str | None
     after: str
+    past_the_end: bool = False  # the position is the run's terminal event: nothing can follow
 
 
 class ConversationNotFound(LookupError):
@@ -162,20 +164,27 @@ local run = redis.call('HGET', meta, 'run:' .. corr)
 if not run then run = open(corr, maxlen) end
 if redis.call('HEXISTS', meta, 'end:' .. corr) == 1 then return {'sealed', 0} end
 local attempt = redis.call('HINCRBY', meta, 'try:' .. corr, 1)
+redis.call('HSET', meta, 'ack:' .. corr, 0)
 if attempt > 1 then add(run, corr, 'r', 'restarted', maxlen) end
 touch(ttl)
 return {'ok', attempt}
 """
 
-# ARGV: corr, attempt ('*' for any), maxlen, ttl, kind1, text1, ...  ->  {'ok'|'sealed'|'replaced'|'unknown', id}
+# ARGV: corr, attempt ('*' for any), flush (the writer's batch number; 0: not deduplicated), maxlen, ttl,
+#       kind1, text1, ...  ->  {'ok'|'sealed'|'replaced'|'unknown', id}
 _APPEND = _LUA_COMMON + """
-local corr, attempt, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local corr, attempt, flush, maxlen, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local run = redis.call('HGET', meta, 'run:' .. corr)
 if not run then return {'unknown', false} end
-if redis.call('HEXISTS', meta, 'end:' .. corr) == 1 then return {'sealed', false} end
 if attempt ~= '*' and redis.call('HGET', meta, 'try:' .. corr) ~= attempt then return {'replaced', false} end
+if flush > 0 then
+  -- A retried flush (its reply was lost to a timeout) that already landed is not applied twice.
+  if flush <= tonumber(redis.call('HGET', meta, 'ack:' .. corr) or 0) then return {'ok', false} end
+  redis.call('HSET', meta, 'ack:' .. corr, flush)
+end
+if redis.call('HEXISTS', meta, 'end:' .. corr) == 1 then return {'sealed', false} end
 local id = false
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   id = add(run, corr, ARGV[i], ARGV[i + 1], maxlen)
   if ARGV[i] == 'd' or ARGV[i] == 'e' or ARGV[i] == 'x' then break end
 end
@@ -242,10 +251,15 @@ class RunLog:
         return int(attempt) if status == "ok" else None
 
     async def append(
-        self, conversation_id: str, correlation_id: str, attempt: int | str, entries: Sequence[tuple[str, str]]
+        self, conversation_id: str, correlation_id: str, attempt: int | str, entries: Sequence[tuple[str, str]],
+        *, flush: int = 0,
     ) -> str:
-        """Append (kind, text) entries in one round trip; returns 'ok', 'sealed', 'replaced' or 'unknown'."""
-        args: list[Any] = [correlation_id, str(attempt), *self._limits()]
+        """Append (kind, text) entries in one round trip; returns 'ok', 'sealed', 'replaced' or 'unknown'.
+
+        `flush` numbers a writer's batches (1, 2, ...) within its attempt, so that a retry of a batch
+        whose reply was lost is not applied twice; 0 for one-off writes.
+        """
+        args: list[Any] = [correlation_id, str(attempt), flush, *self._limits()]
         for kind, text in entries:
             args += [_KIND_CODES[kind], normalize_newlines(text)]
         status, _ = await self._shared_round_trip(self._keys(conversation_id), args)
@@ -347,7 +361,8 @@ class RunLog:
             if correlation_id is not None and run_number != named_run:
                 raise InvalidCursor("cursor belongs to another run of this conversation")
             correlation_id = correlation_id or await self.redis.hget(meta, f"corr:{run_number}")
-            return RunRef(conversation_id, run_number, correlation_id, cursor)
+            terminal = at_cursor[0][1].get("k") in _TERMINAL_CODES
+            return RunRef(conversation_id, run_number, correlation_id, cursor, past_the_end=terminal)
         parsed = parse_entry_id(cursor)
         if first and parse_entry_id(origin) <= parsed < parse_entry_id(first[0][0]):  # type: ignore[operator]
             raise CursorExpired("the events after this cursor have expired from the stream")
@@ -440,6 +455,7 @@ class RunWriter:
 
     def reset(self, reason: str) -> None:
         """Tell readers to discard this run's text so far (what follows replaces it)."""
+        self._ended_with_cr = False  # the replacement starts afresh
         if not self._closed and not self.stopped:
             self._pending.append(("reset", [reason]))
             self._wake.set()
@@ -496,8 +512,9 @@ class RunWriter:
         self.attempt = attempt
 
     async def _flush(self, batch: list[tuple[str, str]]) -> None:
-        status = await self._retrying(
-            lambda: self._log.append(self.conversation_id, self.correlation_id, self.attempt or 0, batch))
+        number = self.flushes + 1  # the same number on every retry of this batch
+        status = await self._retrying(lambda: self._log.append(
+            self.conversation_id, self.correlation_id, self.attempt or 0, batch, flush=number))
         if self.interrupted:
             return
         self.flushes += 1

@@ -19,9 +19,11 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
@@ -95,6 +97,47 @@ def start_backends(settings: Settings) -> Runtime:
     return runtime
 
 
+# The OpenAPI document describes the contract (the handlers read raw requests, so FastAPI cannot infer it).
+_ERROR = {"content": {"application/json": {"schema": {
+    "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
+_ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
+_RUN_DOC: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {
+        "text/plain": {"schema": {"type": "string", "minLength": 1, "maxLength": 32768}},
+        "application/json": {"schema": {"type": "object", "required": ["message"], "properties": {
+            "message": {"type": "string", "minLength": 1},
+            "conversation_id": {"type": "string", "pattern": _ID_PATTERN},
+            "session_id": {"type": "string", "pattern": _ID_PATTERN},
+            "thread_id": {"type": "string", "pattern": _ID_PATTERN}}}}}},
+}
+_RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Accepted", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["status", "conversation_id", "correlation_id", "stream_url"],
+        "properties": {name: {"type": "string"} for name in
+                       ("status", "conversation_id", "correlation_id", "stream_url")}}}}},
+    **{code: {"description": text, **_ERROR} for code, text in (
+        (400, "Bad input"), (404, "Unknown agent"), (413, "Message too large"),
+        (415, "Unsupported content type"), (503, "Redis or the durable backend unreachable"))},
+}
+_STREAM_DOC: dict[str, Any] = {"parameters": [
+    {"name": "run", "in": "query", "required": False, "schema": {"type": "string", "pattern": _ID_PATTERN}},
+    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+]}
+_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The run's events", "content": {"text/event-stream": {"schema": {"type": "string"}},
+                                                          "text/plain": {"schema": {"type": "string"}}}},
+    **{code: {"description": text, **_ERROR} for code, text in (
+        (400, "Malformed cursor or id"), (404, "Unknown or expired conversation or run"),
+        (410, "Cursor older than the retained stream"), (503, "Redis unreachable"))},
+}
+_CANCEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **{code: {"description": text, **_ERROR} for code, text in (
+        (400, "Malformed id"), (404, "Unknown conversation or run"), (409, "The run has already ended"),
+        (503, "Redis unreachable"))},
+}
+
+
 def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -127,17 +170,23 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
     if settings.api_key:
         app.middleware("http")(require_api_key(settings.api_key))
 
-    @app.post("/api/agents/{agent_name}/run", status_code=202)
+    @app.exception_handler(StarletteHTTPException)
+    async def routing_error(request: Request, error: StarletteHTTPException) -> Response:
+        # Unknown routes and wrong methods answer in the contract's error shape, not FastAPI's {"detail"}.
+        message = {404: "no such route; see /api/docs", 405: f"{request.method} is not allowed here"}
+        return http_api.error_response(error.status_code, message.get(error.status_code, str(error.detail)))
+
+    @app.post("/api/agents/{agent_name}/run", status_code=202, openapi_extra=_RUN_DOC, responses=_RUN_RESPONSES)
     async def run_agent(agent_name: str, request: Request) -> Response:
         """Start a run. Body: text/plain message, or JSON {"message", "conversation_id"?}."""
         return await http_api.start_run(request, services(), agent_name)
 
-    @app.get("/api/agent/stream/{conversation_id}")
+    @app.get("/api/agent/stream/{conversation_id}", openapi_extra=_STREAM_DOC, responses=_STREAM_RESPONSES)
     async def stream(conversation_id: str, request: Request) -> Response:
         """A run's events as SSE (default) or text/plain, resumable by Last-Event-ID or ?cursor=."""
         return await http_api.stream(request, services(), conversation_id)
 
-    @app.post("/api/agent/stream/{conversation_id}/cancel")
+    @app.post("/api/agent/stream/{conversation_id}/cancel", responses=_CANCEL_RESPONSES)
     async def cancel(conversation_id: str, request: Request) -> Response:
         """Stop the conversation's latest run (or ?run=) with a `cancelled` event."""
         return await http_api.cancel(request, services(), conversation_id)
