@@ -2,6 +2,8 @@
 
 Started on loopback with persistence off, under a project-local folder, and
 stopped with its owner. Used when no REDIS_CONNECTION_STRING is given.
+`persistent=True` (tests that restart Redis mid-run) keeps an append-only file
+fsynced on every write, so a stop and a start on the same port and folder lose nothing.
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ def redis_server_binary() -> str:
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: str | Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: str | Path, port: int | None = None, *, persistent: bool = False) -> None:
         self.data_dir = Path(data_dir) / "redis"
         self.port = port or _free_port()
+        self.persistent = persistent
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,9 +60,10 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - the server owns it until stop()
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         command = [
             redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-            "--appendonly", "no", "--dir", str(self.data_dir.resolve()), "--protected-mode", "yes",
+            *persistence, "--dir", str(self.data_dir.resolve()), "--protected-mode", "yes",
         ]
         self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          preexec_fn=_die_with_parent)
