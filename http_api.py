@@ -57,12 +57,14 @@ class StreamTiming:
     max_seconds: float = 120.0
     heartbeat_seconds: float = 15.0
     stall_seconds: float = 60.0
+    start_seconds: float = 600.0
     retry_ms: int = 1000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamTiming:
         return cls(max_seconds=settings.stream_max_seconds, heartbeat_seconds=settings.heartbeat_seconds,
-                   stall_seconds=settings.stall_seconds, retry_ms=settings.retry_ms)
+                   stall_seconds=settings.stall_seconds, start_seconds=settings.start_seconds,
+                   retry_ms=settings.retry_ms)
 
 
 @dataclass
@@ -191,6 +193,10 @@ async def stream(request: Request, services: Services, conversation_id: str) -> 
         if run is not None and not _ID.fullmatch(run):
             raise ApiError(400, "run must be a correlation id from the run's 202 answer")
         ref = await services.log.resolve(conversation_id, cursor=cursor, correlation_id=run)
+        if ref.past_the_end:
+            # Resumed from the run's terminal event (an EventSource nobody closed, say): nothing can
+            # follow, and 204 is what tells EventSource to stop reconnecting.
+            return Response(status_code=204, headers={"x-conversation-id": conversation_id})
     except ApiError as error:
         return error_response(error.status, error.message)
     except (ConversationNotFound, RunNotFound) as error:
@@ -257,7 +263,8 @@ async def _events(services: Services, ref: RunRef) -> AsyncIterator[_Item]:
             else:
                 yield None
                 if now - last_progress >= timing.stall_seconds and ref.correlation_id is not None:
-                    await services.log.seal_if_stalled(ref.conversation_id, ref.correlation_id, timing.stall_seconds)
+                    await services.log.seal_if_stalled(ref.conversation_id, ref.correlation_id,
+                                                       timing.stall_seconds, timing.start_seconds)
                     last_progress = now
             if now >= deadline:
                 yield "the response window closed; resume from the last event id"

@@ -192,14 +192,18 @@ touch(ttl)
 return {'ok', id}
 """
 
-# ARGV: corr, stall_ms, maxlen, ttl, message  ->  'stalled' | 'alive' | 'sealed' | 'unknown'
+# ARGV: corr, stall_ms, start_ms, maxlen, ttl, stalled message, never-started message
+#   ->  'stalled' | 'alive' | 'sealed' | 'unknown'
+# A run no worker has begun yet (queued behind others) gets the longer start allowance.
 _SEAL_STALLED = _LUA_COMMON + """
-local corr, stall_ms, maxlen, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local corr, stall_ms, start_ms, maxlen, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local run = redis.call('HGET', meta, 'run:' .. corr)
 if not run then return 'unknown' end
 if redis.call('HEXISTS', meta, 'end:' .. corr) == 1 then return 'sealed' end
-if now_ms() - tonumber(redis.call('HGET', meta, 'lease') or 0) < stall_ms then return 'alive' end
-add(run, corr, 'e', ARGV[5], maxlen)
+local begun = tonumber(redis.call('HGET', meta, 'try:' .. corr) or 0) > 0
+local allowance = begun and stall_ms or start_ms
+if now_ms() - tonumber(redis.call('HGET', meta, 'lease') or 0) < allowance then return 'alive' end
+add(run, corr, 'e', begun and ARGV[6] or ARGV[7], maxlen)
 redis.call('EXPIRE', stream, ttl)
 redis.call('EXPIRE', meta, ttl)
 return 'stalled'
@@ -307,9 +311,14 @@ class RunLog:
         """End a run with a `cancelled` entry unless it has ended; its writer stops at its next write."""
         return await self.append(conversation_id, correlation_id, "*", [("cancelled", "cancelled by request")])
 
-    async def seal_if_stalled(self, conversation_id: str, correlation_id: str, stall_seconds: float) -> str:
-        message = f"the run stalled: no sign of life from its worker for {stall_seconds:g} s"
-        args = [correlation_id, int(stall_seconds * 1000), *self._limits(), message]
+    async def seal_if_stalled(
+        self, conversation_id: str, correlation_id: str, stall_seconds: float, start_seconds: float | None = None
+    ) -> str:
+        """End the run with an error if its worker shows no sign of life (or none began it in time)."""
+        start_seconds = stall_seconds if start_seconds is None else start_seconds
+        args = [correlation_id, int(stall_seconds * 1000), int(start_seconds * 1000), *self._limits(),
+                f"the run stalled: no sign of life from its worker for {stall_seconds:g} s",
+                f"the run was not started: no worker picked it up within {start_seconds:g} s"]
         return str(await self._seal_stalled(self._keys(conversation_id), args))
 
     def writer(self, conversation_id: str, correlation_id: str, policy: WritePolicy) -> RunWriter:
@@ -392,7 +401,7 @@ def events_of_run(entries: Sequence[tuple[str, dict[str, str]]], run_number: str
 class WritePolicy:
     coalesce_seconds: float = 0.0
     buffer_chunks: int = 20000
-    outage_seconds: float = 30.0
+    outage_seconds: float = 20.0
     lease_seconds: float = 20.0  # how often an idle writer renews the run's lease
 
     @classmethod

@@ -31,13 +31,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_WRITE_COALESCE_MS", "0",
             "Extra time a writer waits to batch chunks of one run into one round trip (0: no wait)."),
     Setting("REDIS_WRITE_BUFFER_CHUNKS", "20000", "Chunks a writer holds while Redis is unreachable."),
-    Setting("REDIS_OUTAGE_SECONDS", "30",
+    Setting("REDIS_OUTAGE_SECONDS", "20",
             "How long a writer retries an unreachable Redis before it gives the run up as interrupted."),
     # The stream endpoint.
     Setting("STREAM_MAX_SECONDS", "120", "A stream response ends after this long; the client resumes."),
     Setting("STREAM_HEARTBEAT_SECONDS", "15", "Idle time after which an SSE comment keeps the connection open."),
     Setting("STREAM_STALL_SECONDS", "60",
             "A run whose worker shows no sign of life for this long is ended with a 'stalled' error."),
+    Setting("STREAM_START_SECONDS", "600",
+            "A run no worker has begun this long after it was accepted is ended with a 'not started' error."),
     Setting("STREAM_RETRY_MS", "1000", "The SSE 'retry:' reconnection delay suggested to clients."),
     # The model.
     Setting("AZURE_OPENAI_ENDPOINT", None, "Azure OpenAI endpoint; with the deployment name, selects Azure OpenAI."),
@@ -81,6 +83,7 @@ class Settings:
     stream_max_seconds: float
     heartbeat_seconds: float
     stall_seconds: float
+    start_seconds: float
     retry_ms: int
     azure_openai_endpoint: str | None
     azure_openai_deployment: str | None
@@ -125,6 +128,9 @@ class Settings:
                 raise SettingsError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
             return value
 
+        if number("REDIS_OUTAGE_SECONDS") >= number("STREAM_STALL_SECONDS", 1):
+            # A writer still riding out an outage renews no lease: readers would end its run as stalled.
+            raise SettingsError("REDIS_OUTAGE_SECONDS must be shorter than STREAM_STALL_SECONDS")
         return cls(
             redis_connection_string=text("REDIS_CONNECTION_STRING"),
             redis_auth=choice("REDIS_AUTH", ("url", "entra")),
@@ -136,6 +142,7 @@ class Settings:
             stream_max_seconds=number("STREAM_MAX_SECONDS", 1),
             heartbeat_seconds=number("STREAM_HEARTBEAT_SECONDS", 0.05),
             stall_seconds=number("STREAM_STALL_SECONDS", 1),
+            start_seconds=number("STREAM_START_SECONDS", 1),
             retry_ms=int(number("STREAM_RETRY_MS")),
             azure_openai_endpoint=text("AZURE_OPENAI_ENDPOINT"),
             azure_openai_deployment=text("AZURE_OPENAI_DEPLOYMENT_NAME"),

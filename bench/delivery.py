@@ -97,8 +97,8 @@ def _time_appends(log: Any) -> array:
     samples = array("q")
     append = log.append
 
-    async def timed(conversation_id: str, correlation_id: str, attempt: Any, entries: Any) -> str:
-        status = await append(conversation_id, correlation_id, attempt, entries)
+    async def timed(conversation_id: str, correlation_id: str, attempt: Any, entries: Any, **options: Any) -> str:
+        status = await append(conversation_id, correlation_id, attempt, entries, **options)
         now = time.monotonic_ns()
         for kind, text in entries:
             if kind == "message":

@@ -61,6 +61,7 @@ OUTAGE_SECONDS = 4.0  # REDIS_OUTAGE_SECONDS, kept below the stall time (a live 
 HOST_ENV = {
     "STREAM_STALL_SECONDS": str(STALL_SECONDS),
     "REDIS_OUTAGE_SECONDS": str(OUTAGE_SECONDS),
+    "STREAM_START_SECONDS": "30",  # runs queued in a killed host's embedded backend end after this
     "STREAM_MAX_SECONDS": "8",  # response windows end too: one more way to resume
     "STREAM_HEARTBEAT_SECONDS": "1",
     "REDIS_WRITE_COALESCE_MS": "20",

@@ -142,7 +142,7 @@ def test_server_restart_mid_run_is_survived(redis_url: str) -> None:
     loses the run with the process, so the restarted host ends it as stalled: the client must
     reconnect, print every chunk once, then report the error (exit 1).
     """
-    env = {"OFFLINE_MODEL_CHUNKS_PER_SECOND": "60", "STREAM_STALL_SECONDS": "2"}
+    env = {"OFFLINE_MODEL_CHUNKS_PER_SECOND": "60", "STREAM_STALL_SECONDS": "2", "REDIS_OUTAGE_SECONDS": "1"}
     first = StandaloneHost(redis_url, env).start()
     second = StandaloneHost(redis_url, env, port=first.port)
     try:

@@ -111,8 +111,8 @@ def dedicated_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 
 @pytest.fixture(scope="module")
 def host(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneHost]:
-    env = {"STREAM_STALL_SECONDS": str(STALL), "STREAM_MAX_SECONDS": "20", "STREAM_HEARTBEAT_SECONDS": "0.5",
-           "OFFLINE_MODEL_CHUNKS_PER_SECOND": "100"}
+    env = {"STREAM_STALL_SECONDS": str(STALL), "STREAM_START_SECONDS": str(STALL), "REDIS_OUTAGE_SECONDS": "1",
+           "STREAM_MAX_SECONDS": "20", "STREAM_HEARTBEAT_SECONDS": "0.5", "OFFLINE_MODEL_CHUNKS_PER_SECOND": "100"}
     with StandaloneHost(redis_url, env, log_path=tmp_path_factory.mktemp("host") / "host.log") as running:
         yield running
 
@@ -249,7 +249,7 @@ async def test_a_run_nobody_executes_stalls_into_an_error_that_later_readers_see
 async def test_a_host_killed_mid_run_leaves_one_stalled_error_after_a_restart(
     redis_url: str, tmp_path: Path
 ) -> None:
-    env = {"STREAM_STALL_SECONDS": str(STALL), "OFFLINE_MODEL_CHUNKS_PER_SECOND": "20",
+    env = {"STREAM_STALL_SECONDS": str(STALL), "REDIS_OUTAGE_SECONDS": "1", "OFFLINE_MODEL_CHUNKS_PER_SECOND": "20",
            "STREAM_HEARTBEAT_SECONDS": "0.5"}
     server = StandaloneHost(redis_url, env, log_path=tmp_path / "host.log").start()
     try:

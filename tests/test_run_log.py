@@ -135,6 +135,7 @@ async def test_cancel_seals_the_run_and_stops_its_writer(run_log: RunLog, conver
 
 async def test_a_stalled_run_is_ended_once_with_an_error(run_log: RunLog, conversation_id: str) -> None:
     await run_log.open_run(conversation_id, "run-1")
+    await run_log.begin_attempt(conversation_id, "run-1")  # a worker began it, then went silent
     assert await run_log.seal_if_stalled(conversation_id, "run-1", 5) == "alive"
     await asyncio.sleep(0.3)
     assert await run_log.seal_if_stalled(conversation_id, "run-1", 0.2) == "stalled"
@@ -261,3 +262,14 @@ async def test_a_crlf_split_across_chunks_is_one_line_break(run_log: RunLog, con
         await asyncio.sleep(0.05)  # separate flushes
     await writer.finish("done")
     assert text_of(await events_of(run_log, conversation_id)) == "one\ntwo\n\nthree"
+
+
+async def test_a_run_no_worker_has_begun_gets_the_start_allowance_not_the_stall_time(
+    run_log: RunLog, conversation_id: str
+) -> None:
+    await run_log.open_run(conversation_id, "queued")
+    await asyncio.sleep(0.3)
+    assert await run_log.seal_if_stalled(conversation_id, "queued", 0.2, start_seconds=5) == "alive"
+    assert await run_log.seal_if_stalled(conversation_id, "queued", 0.2, start_seconds=0.2) == "stalled"
+    events = await events_of(run_log, conversation_id)
+    assert [e.kind for e in events] == ["error"] and "not started" in events[0].text

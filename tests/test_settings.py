@@ -29,6 +29,11 @@ def test_unusable_values_are_refused_with_the_setting_named(name: str, value: st
         Settings.from_env({name: value})
 
 
+def test_a_writer_outage_allowance_must_be_shorter_than_the_stall_time() -> None:
+    with pytest.raises(SettingsError, match="REDIS_OUTAGE_SECONDS must be shorter than STREAM_STALL_SECONDS"):
+        Settings.from_env({"STREAM_STALL_SECONDS": "10", "REDIS_OUTAGE_SECONDS": "10"})
+
+
 def test_blank_values_mean_unset() -> None:
     assert Settings.from_env({"REDIS_CONNECTION_STRING": "  ", "PORT": ""}).port == 7071
 
