@@ -231,7 +231,7 @@ async def test_a_stale_attempt_cannot_write_once_replaced(redis_url: str) -> Non
 # --- Stall -------------------------------------------------------------------------------
 
 
-async def test_a_run_nobody_executes_stalls_into_an_error_that_later_readers_see(
+async def test_a_run_nobody_starts_ends_in_an_error_that_later_readers_see(
     host: StandaloneHost, redis_url: str
 ) -> None:
     conversation, run = new_ids()
@@ -240,7 +240,7 @@ async def test_a_run_nobody_executes_stalls_into_an_error_that_later_readers_see
     started = time.monotonic()
     events, _ = await read_to_terminal(host.base_url, url, deadline=STALL * 4)
     assert STALL <= time.monotonic() - started < STALL * 3
-    assert [e.kind for e in events] == ["error"] and "stalled" in events[0].data
+    assert [e.kind for e in events] == ["error"] and "not started" in events[0].data
     again, _ = await read_to_terminal(host.base_url, url, deadline=5)
     assert again == events, "a later reader sees a different terminal event"
     assert len(terminals(run_events(await log_of(redis_url, conversation)))) == 1
