@@ -6,19 +6,15 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import resource
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench import PRODUCT_ROOT, ROOT
 
 sys.path.insert(0, str(PRODUCT_ROOT / "tests"))
-from hosts import StandaloneHost, free_port  # noqa: E402  the tests' harness: the host as users run it
+from hosts import ServerProcess, StandaloneHost, free_port  # noqa: E402  the tests' harness: the host as users run it
 
 LOG_DIR = Path(os.environ.get("TMPDIR", "/tmp"))
 
@@ -38,52 +34,13 @@ def our_host(redis_url: str, **env: str) -> StandaloneHost:
     return StandaloneHost(redis_url, settings, log_path=LOG_DIR / f"bench-host-{os.getpid()}.log")
 
 
-class BaselineHost:
+class BaselineHost(ServerProcess):
     """bench/baseline.py's app under uvicorn in a subprocess."""
 
     def __init__(self, redis_url: str) -> None:
-        self.redis_url = redis_url
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = LOG_DIR / f"bench-baseline-{os.getpid()}.log"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> BaselineHost:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        command = [sys.executable, "-m", "bench.baseline", "--port", str(self.port), "--redis-url", self.redis_url]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"baseline host exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/api/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("baseline host did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def __enter__(self) -> BaselineHost:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        port = free_port()
+        super().__init__([sys.executable, "-m", "bench.baseline", "--port", str(port), "--redis-url", redis_url],
+                         port=port, env=None, cwd=ROOT, log_path=LOG_DIR / f"bench-baseline-{os.getpid()}.log")
 
 
 def rss_bytes(pid: int) -> int:

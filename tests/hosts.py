@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -21,41 +22,27 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class StandaloneHost:
-    """Starts, stops, kills and restarts `standalone.py` with the given environment.
+class ServerProcess:
+    """A server in a subprocess on a loopback port: ready once `GET /api/health` answers 200."""
 
-    `redis_url=None` lets the host start its own embedded redis-server.
-    """
-
-    def __init__(self, redis_url: str | None, env: dict[str, str] | None = None, *, port: int | None = None,
-                 data_dir: Path | None = None, log_path: Path | None = None) -> None:
-        self.port = port or free_port()
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "STREAM_", "API_KEY", "HOST"))},
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            "OFFLINE_MODEL_CHUNKS_PER_SECOND": "0",
-            "PYTHONUNBUFFERED": "1",
-            **({"REDIS_CONNECTION_STRING": redis_url} if redis_url else {}),
-            **({"DATA_DIR": str(data_dir)} if data_dir else {}),
-            **(env or {}),
-        }
-        self.log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"standalone-{self.port}.log"
+    def __init__(self, command: list[str], *, port: int, env: dict[str, str] | None, cwd: Path,
+                 log_path: Path) -> None:
+        self.command, self.port, self.env, self.cwd, self.log_path = command, port, env, cwd, log_path
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> StandaloneHost:
+    def start(self, timeout: float = 60.0) -> Self:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "standalone.py")], cwd=ROOT, env=self.env,
+        self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"standalone host exited ({self.process.returncode}):\n{self.log()}")
+                raise RuntimeError(f"{self.command[-1]} exited ({self.process.returncode}):\n{self.log()}")
             try:
                 if httpx.get(f"{self.base_url}/api/health", timeout=1).status_code == 200:
                     return self
@@ -63,7 +50,7 @@ class StandaloneHost:
                 pass
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError(f"standalone host did not become healthy:\n{self.log()}")
+        raise RuntimeError(f"{self.command[-1]} did not become healthy:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
@@ -80,13 +67,34 @@ class StandaloneHost:
             return None
 
     def kill(self) -> None:
-        """SIGKILL: the host dies mid-run, as a crashed machine would."""
+        """SIGKILL: the server dies mid-run, as a crashed machine would."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
 
-    def __enter__(self) -> StandaloneHost:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class StandaloneHost(ServerProcess):
+    """`standalone.py` with the given environment; `redis_url=None` lets it start its own embedded redis-server."""
+
+    def __init__(self, redis_url: str | None, env: dict[str, str] | None = None, *, port: int | None = None,
+                 data_dir: Path | None = None, log_path: Path | None = None) -> None:
+        port = port or free_port()
+        environment = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "STREAM_", "API_KEY", "HOST"))},
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "OFFLINE_MODEL_CHUNKS_PER_SECOND": "0",
+            "PYTHONUNBUFFERED": "1",
+            **({"REDIS_CONNECTION_STRING": redis_url} if redis_url else {}),
+            **({"DATA_DIR": str(data_dir)} if data_dir else {}),
+            **(env or {}),
+        }
+        log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"standalone-{port}.log"
+        super().__init__([sys.executable, str(ROOT / "standalone.py")], port=port, env=environment, cwd=ROOT,
+                         log_path=log_path)
