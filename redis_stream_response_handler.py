@@ -479,6 +479,10 @@ class RunWriter:
             self._wake.set()
         await self._settled.wait()
 
+    async def closed(self) -> None:
+        """Wait until the writer's background work is over (including an interruption's error entry)."""
+        await asyncio.shield(self._task)
+
     async def abandon(self) -> None:
         """Stop without a terminal entry (the process is going away)."""
         self._closed = True

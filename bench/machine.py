@@ -37,13 +37,9 @@ def _version(package: str) -> str:
 
 
 def describe(redis_url: str) -> dict[str, str]:
-    from bench import PRODUCT_ROOT, ROOT
-
     info = redis.Redis.from_url(redis_url).info("server")
     loadavg = os.getloadavg()
-    product = {} if PRODUCT_ROOT == ROOT else {"product under test": f"{PRODUCT_ROOT} (BENCH_PRODUCT_ROOT)"}
     return {
-        **product,
         "cores": str(os.cpu_count()),
         "cpu": _cpu_model(),
         "memory": f"{_mem_total_gib():.1f} GiB",

@@ -11,10 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import PRODUCT_ROOT, ROOT
-
-sys.path.insert(0, str(PRODUCT_ROOT / "tests"))
-from hosts import ServerProcess, StandaloneHost, free_port  # noqa: E402  the tests' harness: the host as users run it
+from testing import ROOT
+from testing.hosts import ServerProcess, StandaloneHost, free_port  # the host as users run it
 
 LOG_DIR = Path(os.environ.get("TMPDIR", "/tmp"))
 

@@ -33,17 +33,9 @@ import httpx
 import redis as sync_redis
 from redis.exceptions import RedisError
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from hosts import StandaloneHost, free_port  # noqa: E402
-
-from chaos import procnet  # noqa: E402
-from chaos.models import Execution, ScriptedModel, execute  # noqa: E402
-from chaos.sse import Received, SSEStream, reassemble, terminals  # noqa: E402
-from embedded_redis import EmbeddedRedis  # noqa: E402
-from redis_connection import connect  # noqa: E402
-from redis_stream_response_handler import (  # noqa: E402
+from embedded_redis import EmbeddedRedis
+from redis_connection import connect
+from redis_stream_response_handler import (
     KEY_PREFIX,
     Retention,
     RunLog,
@@ -52,6 +44,10 @@ from redis_stream_response_handler import (  # noqa: E402
     normalize_newlines,
     stream_key,
 )
+from testing import procnet
+from testing.hosts import StandaloneHost, free_port
+from testing.scripted_model import Execution, ScriptedModel, execute
+from testing.sse import ReceivedEvent, SSEStream, reassemble, terminals
 
 AGENT = "TravelPlanner"
 MESSAGES = ("Plan 3 days in Tokyo", "Plan 2 days in Paris", "Plan 4 days in Rome", "Plan 1 day in Oslo",
@@ -160,7 +156,7 @@ class Session:
     conversation_id: str = ""
     correlation_id: str = ""
     url: str = ""
-    received: list[Received] = field(default_factory=list)
+    received: list[ReceivedEvent] = field(default_factory=list)
     injected: Execution | None = None
     injected_model: ScriptedModel | None = None
     injected_done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -325,7 +321,7 @@ class Chaos:
 
     async def verify(self, client: httpx.AsyncClient, session: Session) -> None:
         """An uninterrupted read (or plain text), then every check a session can fail."""
-        whole: list[Received] = []
+        whole: list[ReceivedEvent] = []
         cursor: str | None = None
         for _ in range(10):
             try:
@@ -372,7 +368,7 @@ class Chaos:
                                else "error_agent" if why.startswith("the agent failed") else "error_other")
             self.tally.add("events", len(whole))
 
-    def check_answer(self, session: Session, whole: list[Received]) -> None:
+    def check_answer(self, session: Session, whole: list[ReceivedEvent]) -> None:
         """The final answer: the offline model's deterministic text, or the injected execution's."""
         text = reassemble(whole)
         kind = whole[-1].kind if whole else "none"
@@ -402,7 +398,7 @@ class Chaos:
             self.tally.fail("text_mismatch", f"session {session.index} ({session.kind}, {kind}): not a prefix of "
                             f"the answer: {_first_difference(text, canonical)}")
 
-    async def verify_plain(self, client: httpx.AsyncClient, session: Session, whole: list[Received]) -> None:
+    async def verify_plain(self, client: httpx.AsyncClient, session: Session, whole: list[ReceivedEvent]) -> None:
         markers = {"done": "\n", "reset": "\n[Restarted: the text below replaces the text above]\n",
                    "cancelled": "\n[Cancelled]\n"}
         expected = "".join(e.data if e.kind == "message" else f"\n[Error: {e.data}]\n" if e.kind == "error"

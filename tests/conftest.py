@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import hypothesis  # noqa: F401  imported early: CPython 3.11.7 can fail compiling it deep in pytest's hooks
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from embedded_redis import EmbeddedRedis  # noqa: E402
-from live_tail import LiveTail  # noqa: E402
-from redis_connection import connect  # noqa: E402
-from redis_stream_response_handler import Retention, RunLog  # noqa: E402
+from embedded_redis import EmbeddedRedis
+from live_tail import LiveTail
+from redis_connection import connect
+from redis_stream_response_handler import Retention, RunLog
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +70,7 @@ CONTRACT_ENV = {
 def host(request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """Each host that serves the HTTP contract, started once per session on a real socket."""
     if request.param == "standalone":
-        from hosts import StandaloneHost
+        from testing.hosts import StandaloneHost
 
         server = StandaloneHost(redis_url, CONTRACT_ENV, log_path=tmp_path_factory.mktemp("host") / "host.log")
         server.stream_max_seconds = float(CONTRACT_ENV["STREAM_MAX_SECONDS"])
@@ -88,7 +83,7 @@ def host(request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytes
 @pytest.fixture(scope="session")
 def functions_host(redis_url: str) -> Iterator:
     """function_app.py in process behind a real socket (one per process: the app is a module)."""
-    from functions_host import FunctionsHost
+    from testing.functions_host import FunctionsHost
 
     server = FunctionsHost(redis_url, CONTRACT_ENV)
     server.stream_max_seconds = float(CONTRACT_ENV["STREAM_MAX_SECONDS"])

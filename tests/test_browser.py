@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from conftest import ROOT, require_tool
-from hosts import StandaloneHost
+from conftest import require_tool
+
+from testing import ROOT
+from testing.hosts import StandaloneHost
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, PlaywrightContextManager

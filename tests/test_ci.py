@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, require_tool
+from conftest import require_tool
+
+from testing import ROOT
 
 CI_RUN = ROOT / ".ci" / "run"
 BLOCK = re.compile(r"^if ! command -v (\S+) >/dev/null; then.*?\n(.*?)^fi$", re.MULTILINE | re.DOTALL)

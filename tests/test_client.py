@@ -20,13 +20,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import ROOT
-from hosts import StandaloneHost, free_port
 from httpx_sse import connect_sse
-from tcp_proxy import CuttingProxy
 
 import client
 from redis_stream_response_handler import RunLog
+from testing import ROOT
+from testing.hosts import StandaloneHost, free_port
+from testing.tcp_proxy import CuttingProxy
 
 MESSAGE = "Plan a 3-day trip to Tokyo"
 CLIENT_ENV_NAMES = ("TRAVELPLANNER_URL", "TRAVELPLANNER_API_KEY", "API_KEY")

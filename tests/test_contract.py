@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sse import parse_sse, read_stream, reassemble
 
 from redis_connection import connect
 from redis_stream_response_handler import Retention, RunLog, WritePolicy, stream_key
+from testing.sse import parse, read_stream, reassemble
 
 PLAN = "Plan a 3-day trip to Tokyo"
 
@@ -41,7 +41,7 @@ def finished_run(client: httpx.Client, message: str = PLAN, **fields: str) -> tu
     run = start(client, message, **fields)
     read = read_stream(client, run["stream_url"])
     assert read.status == 200
-    assert read.events[-1].event == "done", read.text[-500:]
+    assert read.events[-1].kind == "done", read.text[-500:]
     return run, read.events
 
 
@@ -137,14 +137,14 @@ def test_sse_framing_headers_and_terminal_event(client: httpx.Client) -> None:
     assert read.headers["cache-control"] == "no-cache"
     assert read.headers["x-accel-buffering"] == "no"
     assert read.headers["x-conversation-id"] == run["conversation_id"]
-    assert read.raw.startswith(b"retry: ")
+    assert read.body.startswith(b"retry: ")
     events = read.events
-    assert events[0].retry is not None
+    assert read.stream.retry is not None
     data_events = [e for e in events if e.data]
     assert all(e.id for e in data_events)
-    assert [e.event for e in data_events].count("done") == 1
-    assert events[-1].event == "done" and events[-1].data == "[DONE]"
-    assert {e.event for e in data_events} == {"message", "done"}
+    assert [e.kind for e in data_events].count("done") == 1
+    assert events[-1].kind == "done" and events[-1].data == "[DONE]"
+    assert {e.kind for e in data_events} == {"message", "done"}
 
 
 def test_sse_rebuilds_multi_line_unicode_text_exactly(client: httpx.Client) -> None:
@@ -172,8 +172,8 @@ def test_resume_by_cursor_at_every_position_gives_exactly_the_rest(client: httpx
     separator = "&" if "?" in run["stream_url"] else "?"
     for index, event in enumerate(e for e in events if e.id):
         rest = read_stream(client, f"{run['stream_url']}{separator}cursor={event.id}").events
-        assert reassemble(events[: index + 2]) + reassemble(rest) == full
-        assert [e.id for e in rest if e.id] == [e.id for e in events[index + 2:] if e.id]
+        assert reassemble(events[: index + 1]) + reassemble(rest) == full
+        assert [e.id for e in rest if e.id] == [e.id for e in events[index + 1:] if e.id]
 
 
 def test_resume_by_last_event_id_and_the_header_wins_over_the_cursor(client: httpx.Client) -> None:
@@ -186,7 +186,7 @@ def test_resume_by_last_event_id_and_the_header_wins_over_the_cursor(client: htt
 
 def test_cut_anywhere_including_mid_event_then_resume_loses_and_repeats_nothing(client: httpx.Client) -> None:
     run, events = finished_run(client)
-    reference = read_stream(client, run["stream_url"]).raw
+    reference = read_stream(client, run["stream_url"]).body
     full = reassemble(events)
     rng = random.Random(7)
     for cut in sorted(rng.sample(range(10, len(reference) - 1), 12)):
@@ -195,7 +195,7 @@ def test_cut_anywhere_including_mid_event_then_resume_loses_and_repeats_nothing(
         headers = {"Last-Event-ID": last_id} if last_id else {}
         rest = read_stream(client, run["stream_url"], headers=headers).events
         assert reassemble(received) + reassemble(rest) == full, f"cut at byte {cut}"
-        assert rest[-1].event == "done"
+        assert rest[-1].kind == "done"
 
 
 def test_live_stream_delivers_while_the_run_is_still_writing(client: httpx.Client, host) -> None:  # type: ignore[no-untyped-def]
@@ -208,7 +208,7 @@ def test_live_stream_delivers_while_the_run_is_still_writing(client: httpx.Clien
             if first_event_at is None and b"event: message" in raw:
                 first_event_at = time.monotonic()
         done_at = time.monotonic()
-    assert parse_sse(raw)[-1].event == "done"
+    assert parse(raw).events[-1].kind == "done"
     assert first_event_at is not None and first_event_at < done_at
 
 
@@ -236,7 +236,7 @@ def test_plain_text_ends_an_error_run_with_an_error_line(client: httpx.Client, r
     plain = client.get(f"/api/agent/stream/{conversation_id}", headers={"Accept": "text/plain"}).text
     assert plain == "Day 1: \n[Error: the model timed out]\n"
     events = read_stream(client, f"/api/agent/stream/{conversation_id}").events
-    assert events[-1].event == "error" and events[-1].data == "the model timed out" and events[-1].id
+    assert events[-1].kind == "error" and events[-1].data == "the model timed out" and events[-1].id
 
 
 # --- multi-turn -----------------------------------------------------------------------------------
@@ -296,8 +296,8 @@ def test_an_idle_stream_gets_heartbeats_and_ends_cleanly_after_the_window(
     started = time.monotonic()
     read = read_stream(client, f"/api/agent/stream/{conversation_id}")
     elapsed = time.monotonic() - started
-    assert b": heartbeat" in read.raw
-    assert read.raw.rstrip().endswith(b"resume from the last event id")
+    assert b": heartbeat" in read.body
+    assert read.body.rstrip().endswith(b"resume from the last event id")
     assert host.stream_max_seconds <= elapsed < host.stream_max_seconds + 3
     assert reassemble(read.events) == "thinking…"
 
@@ -312,7 +312,7 @@ def test_cancel_ends_the_run_with_one_cancelled_event(client: httpx.Client, redi
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     assert client.post(f"/api/agent/stream/{conversation_id}/cancel").status_code == 409
     events = read_stream(client, f"/api/agent/stream/{conversation_id}").events
-    assert [e.event for e in events if e.data] == ["message", "cancelled"]
+    assert [e.kind for e in events if e.data] == ["message", "cancelled"]
     assert client.post(f"/api/agent/stream/nobody-{uuid.uuid4().hex}/cancel").status_code == 404
 
 

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, require_tool
-from hosts import StandaloneHost
+from conftest import require_tool
+
+from testing import ROOT
+from testing.hosts import StandaloneHost
 
 DEMO = ROOT / "demo.http"
 HTTPYAC = ROOT / "node_modules" / ".bin" / "httpyac"

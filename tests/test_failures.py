@@ -21,13 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis as sync_redis
-from hosts import StandaloneHost
 
-from chaos.models import ModelFailure, ScriptedModel, execute
-from chaos.sse import Received, Response, get_stream, reassemble, terminals
 from embedded_redis import EmbeddedRedis
 from redis_connection import connect
 from redis_stream_response_handler import Retention, RunLog, WritePolicy, meta_key, normalize_newlines, stream_key
+from testing.hosts import StandaloneHost
+from testing.scripted_model import ModelFailure, ScriptedModel, execute
+from testing.sse import ReceivedEvent, Response, get_stream, reassemble, terminals
 
 AGENT = "TravelPlanner"
 STALL = 2.0
@@ -52,9 +52,9 @@ async def log_of(redis_url: str, conversation_id: str) -> list[tuple[str, dict[s
         await log.redis.aclose()
 
 
-def run_events(entries: list[tuple[str, dict[str, str]]], run: str = "1") -> list[Received]:
+def run_events(entries: list[tuple[str, dict[str, str]]], run: str = "1") -> list[ReceivedEvent]:
     names = {"m": "message", "r": "reset", "d": "done", "e": "error", "x": "cancelled"}
-    return [Received(i, names[f["k"]], f["t"]) for i, f in entries if f["r"] == run and f["k"] in names]
+    return [ReceivedEvent(i, names[f["k"]], f["t"]) for i, f in entries if f["r"] == run and f["k"] in names]
 
 
 async def open_run(redis_url: str, conversation_id: str, correlation_id: str) -> None:
@@ -67,9 +67,9 @@ async def open_run(redis_url: str, conversation_id: str, correlation_id: str) ->
 
 
 async def read_to_terminal(base_url: str, url: str, *, deadline: float = 30.0, cursor: str | None = None
-                           ) -> tuple[list[Received], list[Response]]:
+                           ) -> tuple[list[ReceivedEvent], list[Response]]:
     """Read, resuming after every early end, until the run's terminal event (or fail after `deadline`)."""
-    events: list[Received] = []
+    events: list[ReceivedEvent] = []
     responses: list[Response] = []
     until = time.monotonic() + deadline
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
@@ -474,7 +474,7 @@ async def test_resuming_from_the_last_complete_event_gets_every_later_event_once
     rng = random.Random(seed)
     async with httpx.AsyncClient(base_url=host.base_url, timeout=10) as client:
         started = (await client.post(f"/api/agents/{AGENT}/run", content="Plan 5 days in Kyoto")).json()
-        received: list[Received] = []
+        received: list[ReceivedEvent] = []
         cursor: str | None = None
         for attempt in range(200):
             use_header = attempt % 2 == 0

@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from agent_framework import AgentResponse
-from functions_host import RPC_PREFIX, EntityOperation, FunctionsHost
 from httpx_sse import aconnect_sse
 from starlette.requests import Request
+
+from testing.functions_host import RPC_PREFIX, EntityOperation, FunctionsHost
 
 AGENT = "TravelPlanner"
 ENTITY = f"dafx-{AGENT}"

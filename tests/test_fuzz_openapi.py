@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hosts import StandaloneHost
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode, checks
+
+from testing.hosts import StandaloneHost
 
 CALL_TIMEOUT = 5.0
 
@@ -91,7 +92,7 @@ def with_the_readme_contract(document: dict[str, Any], known: dict[str, list[str
 
 @pytest.fixture(scope="module")
 def known_ids(fuzzed_host: StandaloneHost) -> dict[str, list[str]]:
-    from chaos.sse import parse
+    from testing.sse import parse
 
     base = fuzzed_host.base_url
     started = httpx.post(f"{base}/api/agents/TravelPlanner/run", content="Plan 2 days in Kyoto", timeout=5).json()

@@ -16,10 +16,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 import redis
-from hosts import StandaloneHost
 
 from redis_connection import connect
 from redis_stream_response_handler import KEY_PREFIX, Retention, RunLog, stream_key
+from testing.hosts import StandaloneHost
 
 AGENT = "TravelPlanner"
 TIMEOUT = httpx.Timeout(10.0)
@@ -79,7 +79,7 @@ def encoded(value: str) -> str:
 
 def read_all(client: httpx.Client, url: str, deadline: float = 20.0) -> list[dict[str, str]]:
     """An SSE read to the run's terminal event (a response window may close first: resume)."""
-    from chaos.sse import SSEStream
+    from testing.sse import SSEStream
 
     events: list[dict[str, str]] = []
     cursor: str | None = None
@@ -301,7 +301,7 @@ def test_a_resume_from_the_terminal_event_ends_at_once(
         response = client.get(finished["stream_url"], headers={"Last-Event-ID": cursor})
     assert time.monotonic() - started < 1.5, "a resume after the run's terminal event hung"
     assert response.status_code in (200, 204)
-    from chaos.sse import parse
+    from testing.sse import parse
 
     parsed = parse(response.content)
     assert parsed.events == []

@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from hosts import StandaloneHost
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chaos.sse import SSEStream, reassemble
 from http_api import StreamTiming, plain_text_frames, sse_frames
 from redis_connection import connect
 from redis_stream_response_handler import Event, Retention, RunLog, WritePolicy, normalize_newlines
+from testing.hosts import StandaloneHost
+from testing.sse import SSEStream, reassemble
 
 # Everything JSON and UTF-8 can carry (no lone surrogates), weighted towards the characters that break framing.
 TRICKY = ["\r", "\n", "\r\n", "\n\r", "\x00", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\ufeff", ":",

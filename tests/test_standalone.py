@@ -9,8 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hosts import ROOT, StandaloneHost, free_port
-from sse import read_stream, reassemble
+
+from testing import ROOT
+from testing.hosts import StandaloneHost, free_port
+from testing.sse import read_stream, reassemble
 
 
 def plan(base_url: str, headers: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
@@ -20,7 +22,7 @@ def plan(base_url: str, headers: dict[str, str] | None = None) -> tuple[dict[str
         assert response.status_code == 202, response.text
         run = response.json()
         events = read_stream(client, run["stream_url"]).events
-    assert events[-1].event == "done"
+    assert events[-1].kind == "done"
     return run, reassemble(events)
 
 

@@ -12,7 +12,7 @@ import socket
 import struct
 import threading
 
-from hosts import free_port
+from testing.hosts import free_port
 
 
 class CuttingProxy:

@@ -13,7 +13,7 @@ from typing import Self
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+from testing import ROOT
 
 
 def free_port() -> int:

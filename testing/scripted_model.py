@@ -124,7 +124,7 @@ async def execute(model: ScriptedModel, redis_url: str, conversation_id: str, co
     try:
         if writer is not None and settle_seconds:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(writer._task), settle_seconds)
+                await asyncio.wait_for(writer.closed(), settle_seconds)
     finally:
         if redis is None:
             await log.redis.aclose()
