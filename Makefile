@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 run: setup
-	PORT=$(PORT) $(PY) standalone.py
+	PORT=$(PORT) $(PY) -m travelplanner
 
 lint: setup
 	$(PY) -m ruff check .

@@ -55,7 +55,7 @@ PLAIN_MARKERS = {"done": "\n", "reset": "\n[Restarted: the text below replaces t
 
 
 @dataclass(frozen=True)
-class Event:
+class StreamEvent:
     """One event of a run: kind is message, reset, done, error or cancelled; id is its Redis entry id."""
 
     kind: str
@@ -130,7 +130,7 @@ def stream_events(
     max_wait: float = 60.0,
     fail_fast: bool = False,
     notify: Callable[[str], None] = lambda _message: None,
-) -> Iterator[Event]:
+) -> Iterator[StreamEvent]:
     """Every event of the run at `url` after `last_event_id`, each exactly once, up to the terminal one.
 
     Reconnects (same URL, `Last-Event-ID`) whenever a response ends before the terminal event: at once
@@ -162,7 +162,7 @@ def stream_events(
                         if not sse.id or sse.id == last_event_id:
                             continue
                         last_event_id, delivered = sse.id, True
-                        event = Event(sse.event, sse.data, sse.id)
+                        event = StreamEvent(sse.event, sse.data, sse.id)
                         yield event
                         if event.terminal:
                             return
@@ -203,7 +203,7 @@ class PlainRenderer:
     def __init__(self, out: BinaryIO) -> None:
         self._out = out  # bytes: the terminal's encoding must not alter the text
 
-    def show(self, event: Event) -> None:
+    def show(self, event: StreamEvent) -> None:
         text = event.text if event.kind == "message" else PLAIN_MARKERS.get(event.kind, "")
         self._out.write(text.encode("utf-8"))
         self._out.flush()
@@ -236,7 +236,7 @@ class MarkdownRenderer:
         self._live = Live(console=console, refresh_per_second=12, transient=True)
         self._live.start()
 
-    def show(self, event: Event) -> None:
+    def show(self, event: StreamEvent) -> None:
         if event.kind == "reset":
             self.text = ""
             say(self._notices, "yellow", f"restarted: {event.text or 'the answer starts over'}")
@@ -328,7 +328,7 @@ def say(notices: Console, style: str, text: str) -> None:
     notices.print(f"[{style}]{escape(text)}[/]" if style else escape(text))
 
 
-def finish(event: Event, conversation: str | None, notices: Console) -> int:
+def finish(event: StreamEvent, conversation: str | None, notices: Console) -> int:
     if event.kind == "cancelled":
         say(notices, "yellow", f"cancelled: {event.text}")
     elif event.kind == "error":

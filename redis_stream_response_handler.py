@@ -27,15 +27,12 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
-
-if TYPE_CHECKING:
-    from settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +78,7 @@ def normalize_newlines(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class RunEvent:
     """One entry of a run as readers see it."""
 
     id: str
@@ -95,10 +92,14 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class RunRef:
-    """Where a reader starts: a run of a conversation, and the entry id to read after."""
+    """Where a reader starts: a run of a conversation, and the entry id to read after.
+
+    A run is named by its correlation id; `ordinal` is its place in the conversation (1, 2, ...), which is
+    what its entries carry in the stream.
+    """
 
     conversation_id: str
-    run_number: str
+    ordinal: str
     correlation_id: str | None
     after: str
     past_the_end: bool = False  # the position is the run's terminal event: nothing can follow
@@ -215,9 +216,22 @@ class Retention:
     ttl_seconds: int = 600
     maxlen: int = 20000
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Retention:
-        return cls(ttl_seconds=settings.stream_ttl_seconds, maxlen=settings.stream_maxlen)
+
+@dataclass(frozen=True)
+class Liveness:
+    """When a run counts as dead, for writers and readers alike.
+
+    A writer renews its run's lease every `lease_seconds`, also while the model is silent (a long tool
+    call). A reader that sees no progress for `stall_seconds` asks the log to seal the run if its lease
+    is older than that; a run no worker has begun yet gets `start_seconds` instead (it may be queued).
+    """
+
+    stall_seconds: float = 60.0
+    start_seconds: float = 600.0
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.stall_seconds / 3  # three renewals per stall window: one lost write is not death
 
 
 class RunLog:
@@ -311,14 +325,12 @@ class RunLog:
         """End a run with a `cancelled` entry unless it has ended; its writer stops at its next write."""
         return await self.append(conversation_id, correlation_id, "*", [("cancelled", "cancelled by request")])
 
-    async def seal_if_stalled(
-        self, conversation_id: str, correlation_id: str, stall_seconds: float, start_seconds: float | None = None
-    ) -> str:
+    async def seal_if_stalled(self, conversation_id: str, correlation_id: str, liveness: Liveness) -> str:
         """End the run with an error if its worker shows no sign of life (or none began it in time)."""
-        start_seconds = stall_seconds if start_seconds is None else start_seconds
-        args = [correlation_id, int(stall_seconds * 1000), int(start_seconds * 1000), *self._limits(),
-                f"the run stalled: no sign of life from its worker for {stall_seconds:g} s",
-                f"the run was not started: no worker picked it up within {start_seconds:g} s"]
+        stall, start = liveness.stall_seconds, liveness.start_seconds
+        args = [correlation_id, int(stall * 1000), int(start * 1000), *self._limits(),
+                f"the run stalled: no sign of life from its worker for {stall:g} s",
+                f"the run was not started: no worker picked it up within {start:g} s"]
         return str(await self._seal_stalled(self._keys(conversation_id), args))
 
     def writer(self, conversation_id: str, correlation_id: str, policy: WritePolicy) -> RunWriter:
@@ -347,12 +359,12 @@ class RunLog:
             correlation_id = await self.redis.hget(meta, "latest")
             if correlation_id is None:
                 raise ConversationNotFound(conversation_id)
-        run_number, start_id = await self.redis.hmget(meta, [f"run:{correlation_id}", f"at:{correlation_id}"])
-        if run_number is None:
+        ordinal, start_id = await self.redis.hmget(meta, [f"run:{correlation_id}", f"at:{correlation_id}"])
+        if ordinal is None:
             if not await self.redis.exists(meta):
                 raise ConversationNotFound(conversation_id)
             raise RunNotFound(correlation_id)
-        return RunRef(conversation_id, run_number, correlation_id, previous_entry_id(start_id))
+        return RunRef(conversation_id, ordinal, correlation_id, previous_entry_id(start_id))
 
     async def _resolve_cursor(self, conversation_id: str, cursor: str, correlation_id: str | None) -> RunRef:
         key, meta = stream_key(conversation_id), meta_key(conversation_id)
@@ -366,34 +378,34 @@ class RunLog:
         if correlation_id is not None and named_run is None:
             raise RunNotFound(correlation_id)
         if at_cursor:
-            run_number = at_cursor[0][1]["r"]
-            if correlation_id is not None and run_number != named_run:
+            ordinal = at_cursor[0][1]["r"]
+            if correlation_id is not None and ordinal != named_run:
                 raise InvalidCursor("cursor belongs to another run of this conversation")
-            correlation_id = correlation_id or await self.redis.hget(meta, f"corr:{run_number}")
+            correlation_id = correlation_id or await self.redis.hget(meta, f"corr:{ordinal}")
             terminal = at_cursor[0][1].get("k") in _TERMINAL_CODES
-            return RunRef(conversation_id, run_number, correlation_id, cursor, past_the_end=terminal)
+            return RunRef(conversation_id, ordinal, correlation_id, cursor, past_the_end=terminal)
         parsed = parse_entry_id(cursor)
         if first and parse_entry_id(origin) <= parsed < parse_entry_id(first[0][0]):  # type: ignore[operator]
             raise CursorExpired("the events after this cursor have expired from the stream")
         raise InvalidCursor("cursor is not an event of this conversation")
 
-    async def read_after(self, ref: RunRef, after: str, count: int = 1000) -> tuple[list[Event], str, bool]:
+    async def read_after(self, ref: RunRef, after: str, count: int = 1000) -> tuple[list[RunEvent], str, bool]:
         """One page of the run's events after `after`; returns (events, last id read, more may follow)."""
         entries = await self.redis.xrange(stream_key(ref.conversation_id), f"({after}", "+", count=count)
-        events = events_of_run(entries, ref.run_number)
+        events = events_of_run(entries, ref.ordinal)
         last = entries[-1][0] if entries else after
         return events, last, len(entries) == count
 
 
-def events_of_run(entries: Sequence[tuple[str, dict[str, str]]], run_number: str) -> list[Event]:
+def events_of_run(entries: Sequence[tuple[str, dict[str, str]]], ordinal: str) -> list[RunEvent]:
     """The reader-visible events of one run among raw stream entries (other runs and starts dropped)."""
     events = []
     for entry_id, fields in entries:
-        if fields.get("r") != run_number:
+        if fields.get("r") != ordinal:
             continue
         kind = _KIND_NAMES.get(fields.get("k", ""), "start")
         if kind != "start":
-            events.append(Event(entry_id, kind, fields.get("t", "")))
+            events.append(RunEvent(entry_id, kind, fields.get("t", "")))
     return events
 
 
@@ -401,13 +413,8 @@ def events_of_run(entries: Sequence[tuple[str, dict[str, str]]], run_number: str
 class WritePolicy:
     coalesce_seconds: float = 0.0
     buffer_chunks: int = 20000
-    outage_seconds: float = 20.0
-    lease_seconds: float = 20.0  # how often an idle writer renews the run's lease
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> WritePolicy:
-        return cls(coalesce_seconds=settings.write_coalesce_seconds, buffer_chunks=settings.write_buffer_chunks,
-                   outage_seconds=settings.outage_seconds, lease_seconds=max(settings.stall_seconds / 3, 0.2))
+    outage_seconds: float = 20.0  # shorter than the stall time: a writer riding out an outage renews no lease
+    liveness: Liveness = field(default_factory=Liveness)
 
 
 class RunWriter:
@@ -495,7 +502,7 @@ class RunWriter:
             await self._begin()
             while not self.stopped:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._policy.lease_seconds)
+                    await asyncio.wait_for(self._wake.wait(), self._policy.liveness.lease_seconds)
                 self._wake.clear()
                 if self._policy.coalesce_seconds and self._pending and not self._closed:
                     await asyncio.sleep(self._policy.coalesce_seconds)
@@ -572,15 +579,3 @@ class RunWriter:
             except (RedisError, OSError):
                 await asyncio.sleep(1.0)
 
-
-async def read_run(log: RunLog, ref: RunRef) -> AsyncIterator[Event]:
-    """Every event of a run that is already in the log after `ref.after` (no waiting)."""
-    after = ref.after
-    while True:
-        events, after, more = await log.read_after(ref, after)
-        for event in events:
-            yield event
-            if event.terminal:
-                return
-        if not more:
-            return

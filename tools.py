@@ -201,94 +201,94 @@ EVERY_DAY = frozenset(range(7))
 
 
 @dataclass(frozen=True)
-class Event:
+class LocalEvent:
     when: TimeOfDay
     name: str
     venue: str
     days: frozenset[int] = EVERY_DAY
 
 
-EVENTS: dict[str, tuple[Event, ...]] = {
+EVENTS: dict[str, tuple[LocalEvent, ...]] = {
     "Tokyo": (
-        Event("Morning", "Tsukiji Outer Market food stalls", "Tsukiji"),
-        Event("Afternoon", "Harajuku street-fashion walk", "Takeshita Street"),
-        Event("Evening", "Kabuki performance (single-act tickets available)", "Kabuki-za, Ginza"),
-        Event("Evening", "Jazz night in an izakaya bar", "Golden Gai, Shinjuku"),
-        Event("Morning", "Antique and flea market", "Oedo Antique Market, Tokyo International Forum",
+        LocalEvent("Morning", "Tsukiji Outer Market food stalls", "Tsukiji"),
+        LocalEvent("Afternoon", "Harajuku street-fashion walk", "Takeshita Street"),
+        LocalEvent("Evening", "Kabuki performance (single-act tickets available)", "Kabuki-za, Ginza"),
+        LocalEvent("Evening", "Jazz night in an izakaya bar", "Golden Gai, Shinjuku"),
+        LocalEvent("Morning", "Antique and flea market", "Oedo Antique Market, Tokyo International Forum",
               WEEKENDS),
     ),
     "Paris": (
-        Event("Evening", "Seine river cruise at sunset", "Pont de l'Alma"),
-        Event("Morning", "Marché d'Aligre food market", "12th arrondissement", frozenset({1, 2, 3, 4, 5, 6})),
-        Event("Afternoon", "Late-afternoon organ recital", "Église Saint-Eustache", WEEKENDS),
-        Event("Evening", "Jazz club session", "Le Caveau de la Huchette, Latin Quarter"),
-        Event("Evening", "Late opening at the Musée d'Orsay", "Musée d'Orsay", frozenset({3})),
+        LocalEvent("Evening", "Seine river cruise at sunset", "Pont de l'Alma"),
+        LocalEvent("Morning", "Marché d'Aligre food market", "12th arrondissement", frozenset({1, 2, 3, 4, 5, 6})),
+        LocalEvent("Afternoon", "Late-afternoon organ recital", "Église Saint-Eustache", WEEKENDS),
+        LocalEvent("Evening", "Jazz club session", "Le Caveau de la Huchette, Latin Quarter"),
+        LocalEvent("Evening", "Late opening at the Musée d'Orsay", "Musée d'Orsay", frozenset({3})),
     ),
     "London": (
-        Event("Morning", "Borough Market tasting walk", "Borough Market, Southwark"),
-        Event("Evening", "West End musical", "Covent Garden theatres"),
-        Event("Afternoon", "Columbia Road Flower Market", "Bethnal Green", frozenset({6})),
-        Event("Evening", "Friday Late at the V&A", "Victoria and Albert Museum", frozenset({4})),
-        Event("Afternoon", "Free lunchtime concert", "St Martin-in-the-Fields, Trafalgar Square"),
+        LocalEvent("Morning", "Borough Market tasting walk", "Borough Market, Southwark"),
+        LocalEvent("Evening", "West End musical", "Covent Garden theatres"),
+        LocalEvent("Afternoon", "Columbia Road Flower Market", "Bethnal Green", frozenset({6})),
+        LocalEvent("Evening", "Friday Late at the V&A", "Victoria and Albert Museum", frozenset({4})),
+        LocalEvent("Afternoon", "Free lunchtime concert", "St Martin-in-the-Fields, Trafalgar Square"),
     ),
     "New York": (
-        Event("Evening", "Broadway show (same-day discount tickets at TKTS)", "Times Square"),
-        Event("Morning", "Union Square Greenmarket", "Union Square", frozenset({0, 2, 4, 5})),
-        Event("Afternoon", "High Line walk with public art", "Chelsea"),
-        Event("Evening", "Jazz at a Village club", "Greenwich Village"),
-        Event("Afternoon", "Smorgasburg open-air food market", "Williamsburg, Brooklyn", WEEKENDS),
+        LocalEvent("Evening", "Broadway show (same-day discount tickets at TKTS)", "Times Square"),
+        LocalEvent("Morning", "Union Square Greenmarket", "Union Square", frozenset({0, 2, 4, 5})),
+        LocalEvent("Afternoon", "High Line walk with public art", "Chelsea"),
+        LocalEvent("Evening", "Jazz at a Village club", "Greenwich Village"),
+        LocalEvent("Afternoon", "Smorgasburg open-air food market", "Williamsburg, Brooklyn", WEEKENDS),
     ),
     "Rome": (
-        Event("Morning", "Campo de' Fiori market", "Campo de' Fiori", frozenset({0, 1, 2, 3, 4, 5})),
-        Event("Evening", "Opera arias in a historic church", "Centro Storico"),
-        Event("Afternoon", "Porta Portese flea market", "Trastevere", frozenset({6})),
-        Event("Evening", "Aperitivo and live music", "Trastevere"),
-        Event("Morning", "Papal Angelus blessing at noon", "St Peter's Square", frozenset({6})),
+        LocalEvent("Morning", "Campo de' Fiori market", "Campo de' Fiori", frozenset({0, 1, 2, 3, 4, 5})),
+        LocalEvent("Evening", "Opera arias in a historic church", "Centro Storico"),
+        LocalEvent("Afternoon", "Porta Portese flea market", "Trastevere", frozenset({6})),
+        LocalEvent("Evening", "Aperitivo and live music", "Trastevere"),
+        LocalEvent("Morning", "Papal Angelus blessing at noon", "St Peter's Square", frozenset({6})),
     ),
     "Barcelona": (
-        Event("Morning", "La Boqueria market", "La Rambla", frozenset({0, 1, 2, 3, 4, 5})),
-        Event("Evening", "Flamenco show", "Palau Dalmases, El Born"),
-        Event("Evening", "Guitar concert", "Palau de la Música Catalana"),
-        Event("Afternoon", "Sardana dancing in the square", "Plaça de la Catedral", WEEKENDS),
-        Event("Evening", "Sunset at the bunkers viewpoint", "Turó de la Rovira"),
+        LocalEvent("Morning", "La Boqueria market", "La Rambla", frozenset({0, 1, 2, 3, 4, 5})),
+        LocalEvent("Evening", "Flamenco show", "Palau Dalmases, El Born"),
+        LocalEvent("Evening", "Guitar concert", "Palau de la Música Catalana"),
+        LocalEvent("Afternoon", "Sardana dancing in the square", "Plaça de la Catedral", WEEKENDS),
+        LocalEvent("Evening", "Sunset at the bunkers viewpoint", "Turó de la Rovira"),
     ),
     "Sydney": (
-        Event("Evening", "Performance at the Opera House", "Sydney Opera House"),
-        Event("Morning", "The Rocks weekend market", "The Rocks", WEEKENDS),
-        Event("Afternoon", "Bondi to Coogee coastal walk", "Bondi Beach"),
-        Event("Evening", "Night noodle markets and street food", "Haymarket"),
+        LocalEvent("Evening", "Performance at the Opera House", "Sydney Opera House"),
+        LocalEvent("Morning", "The Rocks weekend market", "The Rocks", WEEKENDS),
+        LocalEvent("Afternoon", "Bondi to Coogee coastal walk", "Bondi Beach"),
+        LocalEvent("Evening", "Night noodle markets and street food", "Haymarket"),
     ),
     "Kyoto": (
-        Event("Morning", "Nishiki Market tasting stroll", "Nishiki Market"),
-        Event("Evening", "Maiko dance performance", "Gion Corner, Gion"),
-        Event("Morning", "Tea ceremony", "Camellia tea house, Higashiyama"),
-        Event("Afternoon", "Philosopher's Path stroll past small temples", "Higashiyama"),
+        LocalEvent("Morning", "Nishiki Market tasting stroll", "Nishiki Market"),
+        LocalEvent("Evening", "Maiko dance performance", "Gion Corner, Gion"),
+        LocalEvent("Morning", "Tea ceremony", "Camellia tea house, Higashiyama"),
+        LocalEvent("Afternoon", "Philosopher's Path stroll past small temples", "Higashiyama"),
     ),
     "Lisbon": (
-        Event("Evening", "Fado night", "Alfama"),
-        Event("Morning", "Feira da Ladra flea market", "Campo de Santa Clara", frozenset({1, 5})),
-        Event("Afternoon", "Time Out Market tasting", "Cais do Sodré"),
-        Event("Evening", "Sunset at the miradouro", "Miradouro da Senhora do Monte"),
+        LocalEvent("Evening", "Fado night", "Alfama"),
+        LocalEvent("Morning", "Feira da Ladra flea market", "Campo de Santa Clara", frozenset({1, 5})),
+        LocalEvent("Afternoon", "Time Out Market tasting", "Cais do Sodré"),
+        LocalEvent("Evening", "Sunset at the miradouro", "Miradouro da Senhora do Monte"),
     ),
     "Amsterdam": (
-        Event("Morning", "Albert Cuyp Market", "De Pijp", frozenset({0, 1, 2, 3, 4, 5})),
-        Event("Evening", "Canal cruise with city lights", "Central canal ring"),
-        Event("Afternoon", "Free lunchtime concert", "Concertgebouw", frozenset({2})),
-        Event("Evening", "Comedy or live music", "Leidseplein"),
+        LocalEvent("Morning", "Albert Cuyp Market", "De Pijp", frozenset({0, 1, 2, 3, 4, 5})),
+        LocalEvent("Evening", "Canal cruise with city lights", "Central canal ring"),
+        LocalEvent("Afternoon", "Free lunchtime concert", "Concertgebouw", frozenset({2})),
+        LocalEvent("Evening", "Comedy or live music", "Leidseplein"),
     ),
 }
 
-GENERIC_EVENTS: tuple[Event, ...] = (
-    Event("Morning", "Local farmers' or flea market (most towns hold one at weekends)", "the main square"),
-    Event("Afternoon", "Free walking tour of the historic centre", "the tourist information office"),
-    Event("Evening", "Live music or a performance", "the city's main concert hall or theatre"),
+GENERIC_EVENTS: tuple[LocalEvent, ...] = (
+    LocalEvent("Morning", "Local farmers' or flea market (most towns hold one at weekends)", "the main square"),
+    LocalEvent("Afternoon", "Free walking tour of the historic centre", "the tourist information office"),
+    LocalEvent("Evening", "Live music or a performance", "the city's main concert hall or theatre"),
 )
 
 _WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _ORDER: dict[str, int] = {"Morning": 0, "Afternoon": 1, "Evening": 2}
 
 
-def _format_event(event: Event) -> str:
+def _format_event(event: LocalEvent) -> str:
     return f"- {event.when}: {event.name} at {event.venue}"
 
 

@@ -148,8 +148,8 @@ def create_app(redis_url: str) -> Any:
 
 async def _run_agent(writer: BaselineWriter, conversation_id: str, message: str) -> None:
     """The offline model at full speed, each chunk written as the design writes it."""
-    from agent import build_agent
-    from settings import Settings
+    from travelplanner.agent import build_agent
+    from travelplanner.settings import Settings
 
     agent = build_agent(Settings.from_env({"OFFLINE_MODEL_CHUNKS_PER_SECOND": "0"}))
     sequence = 0

@@ -25,8 +25,8 @@ CONNECTING = 100  # requests in flight while the connections ramp up (a gentle r
 
 
 async def _open_runs(redis_url: str, conversations: list[str]) -> None:
-    from redis_connection import connect
     from redis_stream_response_handler import Retention, RunLog
+    from streaming.redis_clients import connect
 
     log = RunLog(connect(redis_url), Retention(ttl_seconds=900))
     try:

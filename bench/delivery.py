@@ -48,8 +48,8 @@ async def _recv(conn: multiprocessing.connection.Connection) -> Any:
 
 async def _feed_ours(conn: multiprocessing.connection.Connection, params: dict[str, Any]) -> None:
     from bench.sse_client import marker
-    from redis_connection import connect
     from redis_stream_response_handler import Retention, RunLog, WritePolicy
+    from streaming.redis_clients import connect
 
     log = RunLog(connect(params["redis_url"]), Retention())
     durable_us = _time_appends(log)

@@ -24,8 +24,8 @@ from bench import redis_server
 from bench.baseline import BaselineWriter
 from bench.baseline import stream_key as baseline_key
 from bench.workload import MEAN_CHUNK_BYTES, chunks, new_id
-from redis_connection import connect
 from redis_stream_response_handler import Retention, RunLog, WritePolicy, meta_key, stream_key
+from streaming.redis_clients import connect
 
 PACES = {"one entry per chunk": 1, "four chunks per entry": 4, "full speed": 0}
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import redis
 
-from embedded_redis import EmbeddedRedis
+from travelplanner.embedded_redis import EmbeddedRedis
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ import itertools
 import uuid
 from collections.abc import Iterator
 
-from offline_model import chunk_text
+from travelplanner.offline_model import chunk_text
 
 _PASSAGE = (
     "## Day 1 — Arrival and the old town\n\n"

@@ -18,8 +18,8 @@ from bench.baseline import BaselineWriter
 from bench.counting import TALLY, CountingConnection, counted
 from bench.stats import percentile
 from bench.workload import chunks, new_id
-from redis_connection import connect
 from redis_stream_response_handler import Retention, RunLog, WritePolicy
+from streaming.redis_clients import connect
 
 
 async def _ours(url: str, streams: int, seconds: float, max_chunks: int) -> dict[str, Any]:

@@ -33,10 +33,9 @@ import httpx
 import redis as sync_redis
 from redis.exceptions import RedisError
 
-from embedded_redis import EmbeddedRedis
-from redis_connection import connect
 from redis_stream_response_handler import (
     KEY_PREFIX,
+    Liveness,
     Retention,
     RunLog,
     WritePolicy,
@@ -44,10 +43,12 @@ from redis_stream_response_handler import (
     normalize_newlines,
     stream_key,
 )
+from streaming.redis_clients import connect
 from testing import procnet
 from testing.hosts import StandaloneHost, free_port
 from testing.scripted_model import Execution, ScriptedModel, execute
 from testing.sse import ReceivedEvent, SSEStream, reassemble, terminals
+from travelplanner.embedded_redis import EmbeddedRedis
 
 AGENT = "TravelPlanner"
 MESSAGES = ("Plan 3 days in Tokyo", "Plan 2 days in Paris", "Plan 4 days in Rome", "Plan 1 day in Oslo",
@@ -64,7 +65,8 @@ HOST_ENV = {
     "LOG_LEVEL": "WARNING",
 }
 RETENTION = Retention(ttl_seconds=600, maxlen=20000)
-POLICY = WritePolicy(coalesce_seconds=0.02, outage_seconds=OUTAGE_SECONDS, lease_seconds=STALL_SECONDS / 3)
+POLICY = WritePolicy(coalesce_seconds=0.02, outage_seconds=OUTAGE_SECONDS,
+                     liveness=Liveness(stall_seconds=STALL_SECONDS))
 CLOSE_GRACE = 5.0  # a response must end this soon after its terminal event
 FAILURE_COLUMNS = ("text_mismatch", "gaps", "duplicate_ids", "bad_terminal_count", "open_after_terminal",
                    "unfinished", "server_errors", "unexpected_status", "keys_without_ttl", "leaked_connections",
@@ -352,9 +354,9 @@ class Chaos:
         if session.rng.random() < 0.3:
             await self.verify_plain(client, session, whole)
         entries = await self._redis_call(lambda: self.redis.xrange(stream_key(session.conversation_id)))
-        run_number = await self._redis_call(
+        ordinal = await self._redis_call(
             lambda: self.redis.hget(meta_key(session.conversation_id), f"run:{session.correlation_id}"))
-        logged = [f["k"] for _, f in entries if f["r"] == run_number and f["k"] in ("d", "e", "x")]
+        logged = [f["k"] for _, f in entries if f["r"] == ordinal and f["k"] in ("d", "e", "x")]
         if len(logged) != 1 or len(terminals(whole)) != 1:
             self.tally.fail("bad_terminal_count", f"session {session.index}: {len(logged)} terminal entries "
                             f"in the log, {len(terminals(whole))} read")

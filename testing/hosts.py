@@ -1,4 +1,4 @@
-"""The standalone host as users run it: `python standalone.py` in a subprocess, on a real socket."""
+"""The standalone host as users run it: `python -m travelplanner` in a subprocess, on a real socket."""
 
 from __future__ import annotations
 
@@ -80,7 +80,10 @@ class ServerProcess:
 
 
 class StandaloneHost(ServerProcess):
-    """`standalone.py` with the given environment; `redis_url=None` lets it start its own embedded redis-server."""
+    """`python -m travelplanner` with the given environment.
+
+    `redis_url=None` lets it start its own embedded redis-server.
+    """
 
     def __init__(self, redis_url: str | None, env: dict[str, str] | None = None, *, port: int | None = None,
                  data_dir: Path | None = None, log_path: Path | None = None) -> None:
@@ -96,5 +99,5 @@ class StandaloneHost(ServerProcess):
             **(env or {}),
         }
         log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"standalone-{port}.log"
-        super().__init__([sys.executable, str(ROOT / "standalone.py")], port=port, env=environment, cwd=ROOT,
+        super().__init__([sys.executable, "-m", "travelplanner"], port=port, env=environment, cwd=ROOT,
                          log_path=log_path)

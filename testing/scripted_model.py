@@ -29,10 +29,10 @@ from agent_framework import (
     ResponseStream,
 )
 
-from agent import AGENT_NAME
-from recorded_agent import RecordedAgent, run_log_options
-from redis_connection import connect
 from redis_stream_response_handler import Retention, RunLog, RunWriter, WritePolicy
+from streaming.redis_clients import connect
+from travelplanner.agent import AGENT_NAME
+from travelplanner.recorder import RecordedAgent, run_log_options
 
 
 class ModelFailure(RuntimeError):

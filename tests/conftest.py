@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 import hypothesis  # noqa: F401  imported early: CPython 3.11.7 can fail compiling it deep in pytest's hooks
 import pytest
 
-from embedded_redis import EmbeddedRedis
-from live_tail import LiveTail
-from redis_connection import connect
 from redis_stream_response_handler import Retention, RunLog
+from streaming.live_tail import LiveTail
+from streaming.redis_clients import connect
+from travelplanner.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

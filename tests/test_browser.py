@@ -1,4 +1,4 @@
-"""static/index.html in a real browser against the real standalone host.
+"""travelplanner/static/index.html in a real browser against the real standalone host.
 
 Debian's Chromium (`apt-get install chromium`), driven headless by Playwright for Python. The pip package
 carries its own driver, so nothing is downloaded: `playwright install` is never run, and the browser is
@@ -31,7 +31,7 @@ from testing.hosts import StandaloneHost
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, PlaywrightContextManager
 
-PAGE_FILE = ROOT / "static" / "index.html"
+PAGE_FILE = ROOT / "travelplanner" / "static" / "index.html"
 # README's picture; the test refreshes it only when asked, so `make test` leaves the tree clean.
 SCREENSHOT = ROOT / "docs" / "screenshot.png" if os.environ.get("UPDATE_SCREENSHOT") else None
 VIEWPORT = {"width": 1000, "height": 800}
@@ -47,7 +47,7 @@ HOST_ENV = {
 }
 RUN_TIMEOUT_MS = 60_000
 TERMINAL = ("done", "error", "cancelled")
-# What the plain-text rendering of a run writes for the page's events (http_api._PLAIN_MARKERS).
+# What the plain-text rendering of a run writes for the page's events (streaming.framing.PLAIN_MARKERS).
 PLAIN_RESET = "\n[Restarted: the text below replaces the text above]\n"
 PLAIN_CANCELLED = "\n[Cancelled]\n"
 
@@ -175,7 +175,7 @@ def test_page_csp_lists_the_hashes_of_its_inline_code() -> None:
     directives = dict(part.strip().split(" ", 1) for part in policy.group(1).split(";"))
     for tag, directive in (("script", "script-src"), ("style", "style-src")):
         expected = f"'{inline_hash(html, tag)}'"
-        assert directives[directive] == expected, f"set {directive} {expected} in static/index.html"
+        assert directives[directive] == expected, f"set {directive} {expected} in the page"
     assert directives["require-trusted-types-for"] == "'script'"
     assert not re.search(r'\b(?:src|href)="(?!data:)', html), "the page must stay self-contained (Functions)"
 

@@ -71,9 +71,9 @@ def plain_text(base_url: str, path: str, headers: dict[str, str] | None = None) 
     return response.content
 
 
-def sse_events(base_url: str, path: str) -> list[client.Event]:
+def sse_events(base_url: str, path: str) -> list[client.StreamEvent]:
     with httpx.Client(base_url=base_url, timeout=30) as http, connect_sse(http, "GET", path) as source:
-        return [client.Event(e.event, e.data, e.id) for e in source.iter_sse() if e.id and e.data]
+        return [client.StreamEvent(e.event, e.data, e.id) for e in source.iter_sse() if e.id and e.data]
 
 
 def conversation_of(stderr: bytes) -> str:

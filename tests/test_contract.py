@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from redis_connection import connect
 from redis_stream_response_handler import Retention, RunLog, WritePolicy, stream_key
+from streaming.redis_clients import connect
 from testing.sse import parse, read_stream, reassemble
 
 PLAN = "Plan a 3-day trip to Tokyo"

@@ -22,17 +22,25 @@ import httpx
 import pytest
 import redis as sync_redis
 
-from embedded_redis import EmbeddedRedis
-from redis_connection import connect
-from redis_stream_response_handler import Retention, RunLog, WritePolicy, meta_key, normalize_newlines, stream_key
+from redis_stream_response_handler import (
+    Liveness,
+    Retention,
+    RunLog,
+    WritePolicy,
+    meta_key,
+    normalize_newlines,
+    stream_key,
+)
+from streaming.redis_clients import connect
 from testing.hosts import StandaloneHost
 from testing.scripted_model import ModelFailure, ScriptedModel, execute
 from testing.sse import ReceivedEvent, Response, get_stream, reassemble, terminals
+from travelplanner.embedded_redis import EmbeddedRedis
 
 AGENT = "TravelPlanner"
 STALL = 2.0
 RETENTION = Retention(ttl_seconds=300, maxlen=20000)
-POLICY = WritePolicy(outage_seconds=20, lease_seconds=0.5)
+POLICY = WritePolicy(outage_seconds=20, liveness=Liveness(stall_seconds=1.5))
 ANSWER = [f"word{i} " for i in range(60)] + ["\n## The end\r\n"]
 
 
@@ -329,7 +337,7 @@ async def test_a_long_redis_outage_ends_the_run_with_an_error_once_redis_is_back
     conversation, run = new_ids()
     await open_run(dedicated_redis.url, conversation, run)
     model = ScriptedModel(ANSWER, chunks_per_second=30)
-    policy = WritePolicy(outage_seconds=1.5, lease_seconds=0.5)
+    policy = WritePolicy(outage_seconds=1.5, liveness=Liveness(stall_seconds=1.5))
     running = asyncio.create_task(execute(model, dedicated_redis.url, conversation, run, policy=policy,
                                           retention=RETENTION, settle_seconds=30))
     await asyncio.sleep(0.5)

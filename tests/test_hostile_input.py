@@ -17,8 +17,8 @@ import httpx
 import pytest
 import redis
 
-from redis_connection import connect
 from redis_stream_response_handler import KEY_PREFIX, Retention, RunLog, stream_key
+from streaming.redis_clients import connect
 from testing.hosts import StandaloneHost
 
 AGENT = "TravelPlanner"

@@ -19,20 +19,19 @@ enough for the shapes infra/ uses. What is checked:
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from testing import ROOT
+from travelplanner.settings import SETTINGS
+
 INFRA = ROOT / "infra"
 MAIN = INFRA / "main.bicep"
 API = INFRA / "app" / "api.bicep"
@@ -250,15 +249,6 @@ def _literal(raw: str | None) -> object:
     return raw  # an expression
 
 
-def _load_settings() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_settings_for_infra_test", ROOT / "settings.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def _is_host_setting(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in HOST_SETTINGS)
 
@@ -272,7 +262,7 @@ def _bicep_files() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def settings_by_name() -> dict[str, Any]:
-    return {s.name: s for s in _load_settings().SETTINGS}
+    return {s.name: s for s in SETTINGS}
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,11 @@ from agent_framework_openai import OpenAIChatCompletionClient
 from azure.core.credentials import AccessToken
 from openai import AsyncAzureOpenAI
 
-import agent as agent_module
-from agent import AGENT_NAME, INSTRUCTIONS, build_agent, build_chat_client, select_model
-from offline_model import OfflineTravelModel
-from settings import Settings
 from tools import get_local_events, get_weather_forecast
+from travelplanner import agent as agent_module
+from travelplanner.agent import AGENT_NAME, INSTRUCTIONS, build_agent, build_chat_client, select_model
+from travelplanner.offline_model import OfflineTravelModel
+from travelplanner.settings import Settings
 
 FINAL_WORDS = ["Day 1 — ", "Lisbon ", "looks ", "good: "]
 

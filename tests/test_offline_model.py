@@ -9,16 +9,16 @@ from datetime import date, datetime
 import pytest
 from agent_framework import Agent, AgentResponse, Message
 
-from agent import build_agent
-from offline_model import (
+from tools import get_local_events, get_weather_forecast
+from travelplanner.agent import build_agent
+from travelplanner.offline_model import (
     OfflineTravelModel,
     chunk_text,
     parse_days,
     parse_destination,
     parse_start,
 )
-from settings import Settings
-from tools import get_local_events, get_weather_forecast
+from travelplanner.settings import Settings
 
 TODAY = date(2026, 11, 25)  # a Wednesday; trips with no date start a week later, on 2 December
 SETTINGS = Settings.from_env({})

@@ -9,28 +9,38 @@ import pytest
 from redis_stream_response_handler import (
     ConversationNotFound,
     CursorExpired,
-    Event,
     InvalidCursor,
+    Liveness,
     Retention,
+    RunEvent,
     RunLog,
     RunNotFound,
+    RunRef,
     WritePolicy,
     meta_key,
     normalize_newlines,
     previous_entry_id,
-    read_run,
     stream_key,
 )
 
-FAST = WritePolicy(outage_seconds=2.0, lease_seconds=0.5)
+FAST = WritePolicy(outage_seconds=2.0, liveness=Liveness(stall_seconds=1.5))
 
 
-async def events_of(log: RunLog, conversation_id: str, **where: str) -> list[Event]:
-    ref = await log.resolve(conversation_id, **where)
-    return [event async for event in read_run(log, ref)]
+async def logged(log: RunLog, ref: RunRef) -> list[RunEvent]:
+    """Every event of the run the log holds after `ref.after`, up to its terminal event (no waiting)."""
+    events, after, more = [], ref.after, True
+    while more:
+        page, after, more = await log.read_after(ref, after)
+        events += page
+    terminal = next((i for i, event in enumerate(events) if event.terminal), len(events) - 1)
+    return events[: terminal + 1]
 
 
-def text_of(events: list[Event]) -> str:
+async def events_of(log: RunLog, conversation_id: str, **where: str) -> list[RunEvent]:
+    return await logged(log, await log.resolve(conversation_id, **where))
+
+
+def text_of(events: list[RunEvent]) -> str:
     text = ""
     for event in events:
         if event.kind == "reset":
@@ -49,7 +59,7 @@ async def test_a_run_is_readable_from_the_moment_it_is_accepted(run_log: RunLog,
     await run_log.open_run(conversation_id, "run-1")
     ref = await run_log.resolve(conversation_id)
     assert ref.correlation_id == "run-1"
-    assert [event async for event in read_run(run_log, ref)] == []
+    assert await logged(run_log, ref) == []
 
 
 async def test_writer_appends_chunks_then_exactly_one_terminal(run_log: RunLog, conversation_id: str) -> None:
@@ -136,10 +146,10 @@ async def test_cancel_seals_the_run_and_stops_its_writer(run_log: RunLog, conver
 async def test_a_stalled_run_is_ended_once_with_an_error(run_log: RunLog, conversation_id: str) -> None:
     await run_log.open_run(conversation_id, "run-1")
     await run_log.begin_attempt(conversation_id, "run-1")  # a worker began it, then went silent
-    assert await run_log.seal_if_stalled(conversation_id, "run-1", 5) == "alive"
+    assert await run_log.seal_if_stalled(conversation_id, "run-1", Liveness(5, 5)) == "alive"
     await asyncio.sleep(0.3)
-    assert await run_log.seal_if_stalled(conversation_id, "run-1", 0.2) == "stalled"
-    assert await run_log.seal_if_stalled(conversation_id, "run-1", 0.2) == "sealed"
+    assert await run_log.seal_if_stalled(conversation_id, "run-1", Liveness(0.2, 0.2)) == "stalled"
+    assert await run_log.seal_if_stalled(conversation_id, "run-1", Liveness(0.2, 0.2)) == "sealed"
     events = await events_of(run_log, conversation_id)
     assert [e.kind for e in events] == ["error"]
     assert "stalled" in events[0].text
@@ -147,9 +157,9 @@ async def test_a_stalled_run_is_ended_once_with_an_error(run_log: RunLog, conver
 
 async def test_a_live_writer_keeps_its_run_from_stalling(run_log: RunLog, conversation_id: str) -> None:
     await run_log.open_run(conversation_id, "run-1")
-    writer = run_log.writer(conversation_id, "run-1", WritePolicy(lease_seconds=0.1))
+    writer = run_log.writer(conversation_id, "run-1", WritePolicy(liveness=Liveness(stall_seconds=0.3)))
     await asyncio.sleep(0.6)  # silent, like a long tool call, but alive
-    assert await run_log.seal_if_stalled(conversation_id, "run-1", 0.4) == "alive"
+    assert await run_log.seal_if_stalled(conversation_id, "run-1", Liveness(0.4, 0.4)) == "alive"
     await writer.finish("done")
 
 
@@ -176,7 +186,7 @@ async def test_interleaved_runs_stay_apart(run_log: RunLog, conversation_id: str
     await b.finish("error", "model failed")
     assert text_of(await events_of(run_log, conversation_id, correlation_id="a")) == "".join(f"a{i}" for i in range(20))
     b_events = await events_of(run_log, conversation_id, correlation_id="b")
-    assert b_events[-1] == Event(b_events[-1].id, "error", "model failed")
+    assert b_events[-1] == RunEvent(b_events[-1].id, "error", "model failed")
 
 
 async def test_cursor_resumes_strictly_after_it_at_every_position(run_log: RunLog, conversation_id: str) -> None:
@@ -210,7 +220,7 @@ async def test_cursor_errors_are_told_apart(run_log: RunLog, conversation_id: st
 
 
 async def test_a_trimmed_cursor_is_gone_not_a_silent_gap(redis_url: str, conversation_id: str) -> None:
-    from redis_connection import connect
+    from streaming.redis_clients import connect
 
     log = RunLog(connect(redis_url), Retention(ttl_seconds=60, maxlen=100))
     try:
@@ -230,7 +240,7 @@ async def test_a_trimmed_cursor_is_gone_not_a_silent_gap(redis_url: str, convers
 
 
 async def test_every_write_slides_the_ttl_of_both_keys(redis_url: str, conversation_id: str) -> None:
-    from redis_connection import connect
+    from streaming.redis_clients import connect
 
     log = RunLog(connect(redis_url), Retention(ttl_seconds=1, maxlen=100))
     try:
@@ -269,7 +279,7 @@ async def test_a_run_no_worker_has_begun_gets_the_start_allowance_not_the_stall_
 ) -> None:
     await run_log.open_run(conversation_id, "queued")
     await asyncio.sleep(0.3)
-    assert await run_log.seal_if_stalled(conversation_id, "queued", 0.2, start_seconds=5) == "alive"
-    assert await run_log.seal_if_stalled(conversation_id, "queued", 0.2, start_seconds=0.2) == "stalled"
+    assert await run_log.seal_if_stalled(conversation_id, "queued", Liveness(0.2, 5)) == "alive"
+    assert await run_log.seal_if_stalled(conversation_id, "queued", Liveness(0.2, 0.2)) == "stalled"
     events = await events_of(run_log, conversation_id)
     assert [e.kind for e in events] == ["error"] and "not started" in events[0].text

@@ -1,8 +1,8 @@
 """Any text survives the SSE framing and a real SSE parser, equal to normalize_newlines(text).
 
-The framing is the product's (`http_api.sse_frames`, sse-starlette's
-`ServerSentEvent`); the parser is httpx-sse's line decoder and field rules
-(`chaos.sse`), fed the bytes in arbitrary splits, mid-UTF-8 sequences and
+The framing is the product's (`streaming.framing`, on sse-starlette's
+`ServerSentEvent`); the parser is httpx-sse's field rules (`testing.sse`),
+fed the bytes in arbitrary splits, mid-UTF-8 sequences and
 between a CR and its LF included. The last tests take the whole stack once:
 `RunWriter` into Redis, the standalone host over HTTP.
 """
@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from http_api import StreamTiming, plain_text_frames, sse_frames
-from redis_connection import connect
-from redis_stream_response_handler import Event, Retention, RunLog, WritePolicy, normalize_newlines
+from redis_stream_response_handler import Liveness, Retention, RunEvent, RunLog, WritePolicy, normalize_newlines
+from streaming.framing import plain_text_body, sse_body
+from streaming.reader import HEARTBEAT, Closing, ReadItem
+from streaming.redis_clients import connect
 from testing.hosts import StandaloneHost
 from testing.sse import SSEStream, reassemble
 
@@ -31,18 +32,17 @@ text_pieces = st.one_of(st.sampled_from(TRICKY), st.text(st.characters(exclude_c
 texts = st.lists(text_pieces, max_size=20).map("".join)
 chunked_texts = st.lists(st.lists(text_pieces, min_size=1, max_size=4).map("".join), min_size=1, max_size=12)
 
-TIMING = StreamTiming(max_seconds=5, heartbeat_seconds=60, stall_seconds=60, retry_ms=1000)
 
 
-async def items(events: list[Event]) -> AsyncIterator[Event | None | str]:
+async def items(events: list[RunEvent]) -> AsyncIterator[ReadItem]:
     for event in events:
         yield event
-        yield None  # an idle tick between events: must not disturb the framing
+        yield HEARTBEAT  # a heartbeat between events: must not disturb the framing
 
 
-async def framed(events: list[Event], *, plain: bool = False) -> bytes:
-    frames = plain_text_frames if plain else sse_frames
-    return b"".join([frame async for frame in frames(items(events), TIMING)])
+async def framed(events: list[RunEvent], *, plain: bool = False) -> bytes:
+    body = plain_text_body(items(events)) if plain else sse_body(items(events), 1000)
+    return b"".join([frame async for frame in body])
 
 
 def split(data: bytes, cuts: list[int]) -> Iterator[bytes]:
@@ -57,8 +57,8 @@ def split(data: bytes, cuts: list[int]) -> Iterator[bytes]:
 @settings(max_examples=400, deadline=None)
 @given(text=texts, cuts=st.lists(st.integers(min_value=0), max_size=8))
 def test_one_message_comes_back_with_newlines_normalised(text: str, cuts: list[int]) -> None:
-    event = Event("1700000000000-0", "message", text)
-    data = asyncio.run(framed([event, Event("1700000000000-1", "done", "")]))
+    event = RunEvent("1700000000000-0", "message", text)
+    data = asyncio.run(framed([event, RunEvent("1700000000000-1", "done", "")]))
     parsed = SSEStream()
     for piece in split(data, cuts):
         parsed.feed(piece)
@@ -74,10 +74,10 @@ def test_one_message_comes_back_with_newlines_normalised(text: str, cuts: list[i
 def test_a_run_of_many_events_reassembles_to_its_text(
     chunks: list[str], reset_at: int, terminal: tuple[str, str]
 ) -> None:
-    events = [Event(f"1700000000000-{i}", "message", normalize_newlines(chunk)) for i, chunk in enumerate(chunks)]
+    events = [RunEvent(f"1700000000000-{i}", "message", normalize_newlines(chunk)) for i, chunk in enumerate(chunks)]
     if reset_at < len(events):
-        events.insert(reset_at, Event("1700000000000-99", "reset", "restarted"))
-    events.append(Event("1700000000001-0", terminal[0], terminal[1]))
+        events.insert(reset_at, RunEvent("1700000000000-99", "reset", "restarted"))
+    events.append(RunEvent("1700000000001-0", terminal[0], terminal[1]))
     parsed = SSEStream()
     parsed.feed(asyncio.run(framed(events)))
     assert [(e.id, e.kind) for e in parsed.events] == [(e.id, e.kind) for e in events]
@@ -91,18 +91,18 @@ def test_a_run_of_many_events_reassembles_to_its_text(
 @given(text=texts)
 def test_plain_text_carries_the_normalised_text_byte_for_byte(text: str) -> None:
     stored = normalize_newlines(text)  # what RunWriter stores
-    body = asyncio.run(framed([Event("1-0", "message", stored), Event("1-1", "done", "")], plain=True))
+    body = asyncio.run(framed([RunEvent("1-0", "message", stored), RunEvent("1-1", "done", "")], plain=True))
     assert body.decode("utf-8") == stored + "\n"
 
 
 @given(comment=texts)
 @settings(max_examples=100, deadline=None)
 def test_a_closing_comment_never_turns_into_an_event(comment: str) -> None:
-    async def closing() -> AsyncIterator[Event | None | str]:
-        yield Event("1-0", "message", "before")
-        yield f"the run log is unreachable {comment}"
+    async def closing() -> AsyncIterator[ReadItem]:
+        yield RunEvent("1-0", "message", "before")
+        yield Closing(f"the run log is unreachable {comment}")
 
-    data = b"".join(asyncio.run(_collect(sse_frames(closing(), TIMING))))
+    data = b"".join(asyncio.run(_collect(sse_body(closing(), 1000))))
     parsed = SSEStream()
     parsed.feed(data)
     assert [(e.id, e.data) for e in parsed.events] == [("1-0", "before")]
@@ -136,7 +136,7 @@ def write_run(redis_url: str, chunks: list[str], *, pause: bool) -> tuple[str, s
         log = RunLog(connect(redis_url), Retention(ttl_seconds=120, maxlen=20000))
         try:
             await log.open_run(conversation, run)
-            writer = log.writer(conversation, run, WritePolicy(outage_seconds=5, lease_seconds=1))
+            writer = log.writer(conversation, run, WritePolicy(outage_seconds=5, liveness=Liveness(stall_seconds=3)))
             for chunk in chunks:
                 writer.add(chunk)
                 if pause:

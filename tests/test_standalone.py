@@ -55,7 +55,7 @@ def _processes_working_in(folder: str) -> list[str]:
 
 def test_a_web_only_and_a_worker_only_process_serve_a_run_together(redis_url: str, tmp_path: Path) -> None:
     port = free_port()
-    backend = subprocess.Popen([sys.executable, str(ROOT / "durable_backend.py"), str(port)],
+    backend = subprocess.Popen([sys.executable, "-m", "travelplanner.embedded_backend", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         assert b"127.0.0.1" in (backend.stdout.readline() if backend.stdout else b"")
@@ -79,7 +79,7 @@ def test_a_web_only_and_a_worker_only_process_serve_a_run_together(redis_url: st
 def _start_worker(worker: StandaloneHost) -> subprocess.Popen[bytes]:
     """A worker serves no HTTP, so it is ready when its log says so rather than by health check."""
     log = open(worker.log_path, "ab")  # noqa: SIM115
-    worker.process = subprocess.Popen([sys.executable, str(ROOT / "standalone.py")], cwd=ROOT, env=worker.env,
+    worker.process = subprocess.Popen([sys.executable, "-m", "travelplanner"], cwd=ROOT, env=worker.env,
                                       stdout=log, stderr=subprocess.STDOUT)
     log.close()
     deadline = time.monotonic() + 30
@@ -121,5 +121,5 @@ def test_a_public_address_without_an_api_key_is_refused(tmp_path: Path) -> None:
 
 def test_a_bad_setting_stops_the_host_with_its_name(tmp_path: Path) -> None:
     host = StandaloneHost(None, {"STREAM_MAX_SECONDS": "soon"}, data_dir=tmp_path, log_path=tmp_path / "host.log")
-    with pytest.raises(RuntimeError, match="STREAM_MAX_SECONDS must be a number"):
+    with pytest.raises(RuntimeError, match="STREAM_MAX_SECONDS: Input should be a valid number"):
         host.start(timeout=20)

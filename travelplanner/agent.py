@@ -22,9 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from agent_framework import Agent, SupportsChatGetResponse
 
-from offline_model import OFFLINE_MODEL_NAME, OfflineTravelModel
-from settings import Settings
 from tools import travel_tools
+from travelplanner.offline_model import OFFLINE_MODEL_NAME, OfflineTravelModel
+from travelplanner.settings import Settings
 
 AGENT_NAME = "TravelPlanner"
 AGENT_DESCRIPTION = "Plans personalised day-by-day trips around the weather and local events."
@@ -81,7 +81,7 @@ def _loggable_url(url: str) -> str:
 
 
 def select_model(settings: Settings) -> ModelChoice:
-    if settings.azure_openai_endpoint and settings.azure_openai_deployment:
+    if settings.azure_openai_endpoint and settings.azure_openai_deployment_name:
         if settings.azure_openai_api_key:
             auth = "API key"
         elif settings.azure_client_id:
@@ -90,8 +90,8 @@ def select_model(settings: Settings) -> ModelChoice:
             auth = "Microsoft Entra ID, DefaultAzureCredential"
         return ModelChoice(
             "azure-openai",
-            settings.azure_openai_deployment,
-            f"Azure OpenAI deployment '{settings.azure_openai_deployment}' at "
+            settings.azure_openai_deployment_name,
+            f"Azure OpenAI deployment '{settings.azure_openai_deployment_name}' at "
             f"{_loggable_url(settings.azure_openai_endpoint)} ({auth})",
         )
     if settings.openai_api_key:
@@ -101,7 +101,7 @@ def select_model(settings: Settings) -> ModelChoice:
             settings.openai_model,
             f"OpenAI-compatible model '{settings.openai_model}' at {base_url} (API key)",
         )
-    pace = settings.offline_chunks_per_second
+    pace = settings.offline_model_chunks_per_second
     pace_text = "full speed" if pace == 0 else f"{pace:g} chunks/s"
     return ModelChoice(
         "offline",
@@ -125,14 +125,14 @@ def build_chat_client(settings: Settings) -> SupportsChatGetResponse[Any]:
     """The chat client `select_model` chose. Building one makes no network call."""
     choice = select_model(settings)
     if choice.kind == "offline":
-        return OfflineTravelModel(chunks_per_second=settings.offline_chunks_per_second)
+        return OfflineTravelModel(chunks_per_second=settings.offline_model_chunks_per_second)
 
     from agent_framework_openai import OpenAIChatCompletionClient
 
     if choice.kind == "openai-compatible":
         return OpenAIChatCompletionClient(
             model=settings.openai_model,
-            api_key=settings.openai_api_key,
+            api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
             base_url=settings.openai_base_url,
         )
 
@@ -141,11 +141,11 @@ def build_chat_client(settings: Settings) -> SupportsChatGetResponse[Any]:
     where = ({"base_url": endpoint} if endpoint.rstrip("/").endswith("/openai/v1")
              else {"azure_endpoint": endpoint})
     auth: dict[str, Any] = (
-        {"api_key": settings.azure_openai_api_key} if settings.azure_openai_api_key
+        {"api_key": settings.azure_openai_api_key.get_secret_value()} if settings.azure_openai_api_key
         else {"credential": _azure_credential(settings)}
     )
     return OpenAIChatCompletionClient(
-        model=settings.azure_openai_deployment,
+        model=settings.azure_openai_deployment_name,
         api_version=settings.azure_openai_api_version,
         **where,
         **auth,

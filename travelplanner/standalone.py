@@ -1,6 +1,6 @@
 """The standalone host: the HTTP contract on FastAPI + uvicorn, agents on the Durable Task framework.
 
-    python standalone.py            # or: make run
+    python -m travelplanner            # or: make run
 
 With no configuration it runs on embedded defaults (a redis-server on
 loopback, durabletask's in-memory backend, the offline demo model) at
@@ -19,37 +19,32 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import uvicorn
+from agent_framework_durabletask import DurableAIAgentWorker
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
-import http_api
-from agent import AGENT_NAME, build_agent, select_model
-from durable_backend import (
-    DurableTaskDispatcher,
-    LoopbackInMemoryBackend,
-    SchedulerConnection,
-    make_client,
-    make_worker,
-)
-from embedded_redis import EmbeddedRedis
-from live_tail import LiveTail
-from recorded_agent import RecordedAgent
-from redis_connection import TAIL_BLOCK_SECONDS, connect, run_log_factory
-from redis_stream_response_handler import Retention, WritePolicy
-from settings import Settings, SettingsError
+from streaming import http_api
+from streaming.reader import SHUTTING_DOWN
+from travelplanner import PAGE, openapi
+from travelplanner.agent import AGENT_NAME, select_model
+from travelplanner.durable import SchedulerConnection, dispatcher, make_client, make_worker
+from travelplanner.embedded_backend import LoopbackInMemoryBackend
+from travelplanner.embedded_redis import EmbeddedRedis
+from travelplanner.settings import Settings, SettingsError
+from travelplanner.wiring import Wiring
 
 logger = logging.getLogger("travelplanner")
+
 
 @dataclass
 class Runtime:
     """Everything the host started, so it can stop it in reverse order."""
 
-    redis_url: str
+    wiring: Wiring
     durable_address: str | None = None  # the embedded backend's, when there is one
     scheduler: SchedulerConnection | None = None
     services: http_api.Services | None = None
@@ -67,16 +62,19 @@ class Runtime:
 
 def start_backends(settings: Settings) -> Runtime:
     """Redis and, for roles that run agents, the durable worker (blocking calls: before the event loop)."""
-    if settings.redis_connection_string:
-        runtime = Runtime(settings.redis_connection_string)
-    else:
+    stops: list[Callable[[], None]] = []
+    embedded = []
+    redis_url = settings.redis_url
+    if redis_url is None:
         redis_server = EmbeddedRedis(settings.data_dir).start()
-        runtime = Runtime(redis_server.url, embedded=["Redis"])
-        runtime.on_stop(redis_server.stop)
+        redis_url = redis_server.url
+        stops.append(redis_server.stop)
+        embedded.append("Redis")
+    runtime = Runtime(Wiring(settings, redis_url), embedded=embedded, _stops=stops)
     scheduler = (SchedulerConnection.parse(settings.durable_task_scheduler_connection_string)
                  if settings.durable_task_scheduler_connection_string else None)
     if scheduler is None:
-        if settings.role != "all":
+        if settings.host_role != "all":
             raise SettingsError("HOST_ROLE=web or worker needs DURABLE_TASK_SCHEDULER_CONNECTION_STRING: "
                                 "the embedded durable backend lives inside one process")
         backend = LoopbackInMemoryBackend(port=0)
@@ -84,79 +82,24 @@ def start_backends(settings: Settings) -> Runtime:
         runtime.on_stop(lambda: backend.stop(grace=1))
         runtime.embedded.append("Durable Task backend")
     runtime.scheduler = scheduler
-    if settings.role in ("all", "worker"):
-        log_per_loop = run_log_factory(runtime.redis_url, Retention.from_settings(settings),
-                                       entra=settings.redis_auth == "entra", client_id=settings.azure_client_id)
-        agent = RecordedAgent(build_agent(settings), log_per_loop, WritePolicy.from_settings(settings))
+    if settings.host_role in ("all", "worker"):
         worker = make_worker(runtime.durable_address, scheduler, settings.taskhub_name)
-        from agent_framework_durabletask import DurableAIAgentWorker
-
-        DurableAIAgentWorker(worker).add_agent(agent)
+        DurableAIAgentWorker(worker).add_agent(runtime.wiring.agent())
         worker.start()
         runtime.on_stop(worker.stop)
     return runtime
 
 
-# The OpenAPI document describes the contract (the handlers read raw requests, so FastAPI cannot infer it).
-_ERROR = {"content": {"application/json": {"schema": {
-    "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
-_ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
-_RUN_DOC: dict[str, Any] = {
-    "requestBody": {"required": True, "content": {
-        "text/plain": {"schema": {"type": "string", "minLength": 1, "maxLength": 32768}},
-        "application/json": {"schema": {"type": "object", "required": ["message"], "properties": {
-            "message": {"type": "string", "minLength": 1},
-            "conversation_id": {"type": "string", "pattern": _ID_PATTERN},
-            "session_id": {"type": "string", "pattern": _ID_PATTERN},
-            "thread_id": {"type": "string", "pattern": _ID_PATTERN}}}}}},
-}
-_RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: {"description": "Accepted", "content": {"application/json": {"schema": {
-        "type": "object", "required": ["status", "conversation_id", "correlation_id", "stream_url"],
-        "properties": {name: {"type": "string"} for name in
-                       ("status", "conversation_id", "correlation_id", "stream_url")}}}}},
-    **{code: {"description": text, **_ERROR} for code, text in (
-        (400, "Bad input"), (404, "Unknown agent"), (413, "Message too large"),
-        (415, "Unsupported content type"), (503, "Redis or the durable backend unreachable"))},
-}
-_STREAM_DOC: dict[str, Any] = {"parameters": [
-    {"name": "run", "in": "query", "required": False, "schema": {"type": "string", "pattern": _ID_PATTERN}},
-    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
-    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
-]}
-_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The run's events", "content": {"text/event-stream": {"schema": {"type": "string"}},
-                                                          "text/plain": {"schema": {"type": "string"}}}},
-    **{code: {"description": text, **_ERROR} for code, text in (
-        (400, "Malformed cursor or id"), (404, "Unknown or expired conversation or run"),
-        (410, "Cursor older than the retained stream"), (503, "Redis unreachable"))},
-}
-_CANCEL_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **{code: {"description": text, **_ERROR} for code, text in (
-        (400, "Malformed id"), (404, "Unknown conversation or run"), (409, "The run has already ended"),
-        (503, "Redis unreachable"))},
-}
-
-
 def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        entra = settings.redis_auth == "entra"
-        log_per_loop = run_log_factory(runtime.redis_url, Retention.from_settings(settings), entra=entra,
-                                       client_id=settings.azure_client_id)
-        log = log_per_loop()
-        tail = LiveTail(connect(runtime.redis_url, entra=entra, client_id=settings.azure_client_id,
-                                blocking_reader=True), log.redis, block_seconds=TAIL_BLOCK_SECONDS)
-        tail.start()
         client = make_client(runtime.durable_address, runtime.scheduler, settings.taskhub_name)
-        dispatcher = DurableTaskDispatcher(client) if settings.role in ("all", "web") else None
-        runtime.services = http_api.Services(log, tail, dispatcher, (AGENT_NAME,),
-                                             http_api.StreamTiming.from_settings(settings))
+        runtime.services = runtime.wiring.services(
+            dispatcher(client) if settings.host_role in ("all", "web") else None)
         try:
             yield
         finally:
-            await tail.stop()
-            await log_per_loop.close_current()
+            await runtime.wiring.close_current_loop()
             with contextlib.suppress(Exception):
                 await client.aclose()
 
@@ -168,7 +111,7 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
         return runtime.services
 
     if settings.api_key:
-        app.middleware("http")(require_api_key(settings.api_key))
+        app.middleware("http")(require_api_key(settings.api_key.get_secret_value()))
 
     @app.exception_handler(StarletteHTTPException)
     async def routing_error(request: Request, error: StarletteHTTPException) -> Response:
@@ -176,17 +119,19 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
         message = {404: "no such route; see /api/docs", 405: f"{request.method} is not allowed here"}
         return http_api.error_response(error.status_code, message.get(error.status_code, str(error.detail)))
 
-    @app.post("/api/agents/{agent_name}/run", status_code=202, openapi_extra=_RUN_DOC, responses=_RUN_RESPONSES)
+    @app.post("/api/agents/{agent_name}/run", status_code=202, openapi_extra=openapi.RUN_DOC,
+              responses=openapi.RUN_RESPONSES)
     async def run_agent(agent_name: str, request: Request) -> Response:
         """Start a run. Body: text/plain message, or JSON {"message", "conversation_id"?}."""
         return await http_api.start_run(request, services(), agent_name)
 
-    @app.get("/api/agent/stream/{conversation_id}", openapi_extra=_STREAM_DOC, responses=_STREAM_RESPONSES)
+    @app.get("/api/agent/stream/{conversation_id}", openapi_extra=openapi.STREAM_DOC,
+             responses=openapi.STREAM_RESPONSES)
     async def stream(conversation_id: str, request: Request) -> Response:
         """A run's events as SSE (default) or text/plain, resumable by Last-Event-ID or ?cursor=."""
         return await http_api.stream(request, services(), conversation_id)
 
-    @app.post("/api/agent/stream/{conversation_id}/cancel", responses=_CANCEL_RESPONSES)
+    @app.post("/api/agent/stream/{conversation_id}/cancel", responses=openapi.CANCEL_RESPONSES)
     async def cancel(conversation_id: str, request: Request) -> Response:
         """Stop the conversation's latest run (or ?run=) with a `cancelled` event."""
         return await http_api.cancel(request, services(), conversation_id)
@@ -197,9 +142,9 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:
-        return FileResponse(http_api.PAGE, headers={"Cache-Control": "no-cache"})
+        return FileResponse(PAGE, headers={"Cache-Control": "no-cache"})
 
-    app.mount("/static", StaticFiles(directory=http_api.PAGE.parent, check_dir=False), name="static")
+    app.mount("/static", StaticFiles(directory=PAGE.parent, check_dir=False), name="static")
 
     return app
 
@@ -242,7 +187,7 @@ class Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: object) -> None:
         if self._runtime.services is not None:
-            self._runtime.services.tail.close_readers("the server is shutting down; resume from the last event id")
+            self._runtime.services.tail.close_readers(SHUTTING_DOWN)
         super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
 
@@ -251,12 +196,12 @@ def describe(settings: Settings, runtime: Runtime) -> str:
     embedded = ", ".join(runtime.embedded) or "nothing"
     durable = "Durable Task Scheduler" if settings.durable_task_scheduler_connection_string else "embedded"
     lines = [
-        f"TravelPlanner host ({settings.role}) on {url}",
+        f"TravelPlanner host ({settings.host_role}) on {url}",
         f"  model:    {select_model(settings).description}",
         f"  durable:  {durable}; redis: {'embedded' if 'Redis' in runtime.embedded else 'REDIS_CONNECTION_STRING'}",
         f"  embedded: {embedded}",
     ]
-    if settings.role != "worker":
+    if settings.host_role != "worker":
         lines += [
             f"  try:      curl -s -X POST {url}/api/agents/{AGENT_NAME}/run -H 'Content-Type: text/plain' "
             "-d 'Plan a 3-day trip to Tokyo'",
@@ -297,7 +242,7 @@ def main() -> int:
         return 1
     try:
         logger.info("\n%s", describe(settings, runtime))
-        if settings.role == "worker":
+        if settings.host_role == "worker":
             return _serve_worker_only()
         config = uvicorn.Config(create_app(settings, runtime), host=settings.host, port=settings.port,
                                 log_level=settings.log_level.lower(), timeout_graceful_shutdown=5,
@@ -327,7 +272,3 @@ def _serve_worker_only() -> int:
 
     asyncio.run(wait())
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,45 +1,23 @@
-"""Durable Task backends for the standalone host: the Durable Task Scheduler, or an embedded one.
+"""The standalone host's Durable Task worker and client: on the Durable Task Scheduler, or the embedded backend.
 
 With DURABLE_TASK_SCHEDULER_CONNECTION_STRING the host talks to the Durable
 Task Scheduler (its local emulator or Azure) through durabletask-azuremanaged.
-Without it, durabletask's in-memory backend runs inside the process, bound to
-loopback only: runs survive nothing but need nothing.
+Without it, to the embedded in-memory backend (`travelplanner.embedded_backend`).
 """
 
 from __future__ import annotations
 
-import logging
-from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-from agent_framework_durabletask import RunRequest
 from durabletask.client import AsyncTaskHubGrpcClient
 from durabletask.entities import EntityInstanceId
-from durabletask.testing.in_memory_backend import InMemoryOrchestrationBackend
 from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
 
-from recorded_agent import run_log_options
-
-logger = logging.getLogger(__name__)
+from travelplanner.dispatch import EntityDispatcher
 
 # Entity operations each hold a worker thread while their agent streams; this many runs execute at once.
 MAX_CONCURRENT_RUNS = 256
-
-
-class LoopbackInMemoryBackend(InMemoryOrchestrationBackend):
-    """durabletask's in-memory backend, served on 127.0.0.1 only (the stock one binds every interface)."""
-
-    def start(self) -> str:
-        self._shutdown_event.clear()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_CONCURRENT_RUNS + 16))
-        from durabletask.internal import orchestrator_service_pb2_grpc as stubs
-
-        stubs.add_TaskHubSidecarServiceServicer_to_server(self, self._server)
-        self._port = self._server.add_insecure_port(f"127.0.0.1:{self._port}")
-        self._server.start()
-        return f"127.0.0.1:{self._port}"
 
 
 @dataclass(frozen=True)
@@ -113,43 +91,5 @@ def make_client(address: str | None, scheduler: SchedulerConnection | None, task
     )
 
 
-def run_request(conversation_id: str, correlation_id: str, message: str) -> dict[str, Any]:
-    """The entity operation input for a fire-and-forget, recorded run."""
-    request = RunRequest(message=message, correlation_id=correlation_id, wait_for_response=False,
-                         options=run_log_options(conversation_id, correlation_id))
-    return request.to_dict()
-
-
-class DurableTaskDispatcher:
-    """Starts runs by signalling the agent's durable entity (`dafx-<agent>`, keyed by conversation)."""
-
-    def __init__(self, client: AsyncTaskHubGrpcClient) -> None:
-        self._client = client
-
-    async def dispatch(self, agent_name: str, conversation_id: str, correlation_id: str, message: str) -> None:
-        entity = EntityInstanceId(f"dafx-{agent_name}", conversation_id)
-        await self._client.signal_entity(entity, "run", run_request(conversation_id, correlation_id, message))
-
-
-def main() -> None:
-    """Serve the in-memory backend alone, so `web` and `worker` processes can share it on one machine.
-
-    python durable_backend.py [PORT]
-    then HOST_ROLE=web|worker DURABLE_TASK_SCHEDULER_CONNECTION_STRING="Endpoint=http://127.0.0.1:PORT;Authentication=None"
-    """
-    import signal
-    import sys
-    import threading
-
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 4001
-    backend = LoopbackInMemoryBackend(port=port)
-    print(f"in-memory Durable Task backend on {backend.start()} (runs are lost when it stops)", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    backend.stop(grace=1)
-
-
-if __name__ == "__main__":
-    main()
+def dispatcher(client: AsyncTaskHubGrpcClient) -> EntityDispatcher:
+    return EntityDispatcher(client, EntityInstanceId)

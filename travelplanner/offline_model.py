@@ -41,8 +41,8 @@ from agent_framework import (
     ResponseStream,
 )
 
-from city_guides import CityGuide, guide_for
 from tools import KNOWN_PLACE_NAMES, canonical_city
+from travelplanner.city_guides import CityGuide, guide_for
 
 OFFLINE_MODEL_NAME = "offline-demo"
 WEATHER_TOOL = "get_weather_forecast"

@@ -2,7 +2,8 @@
 
 Handlers take a Starlette `Request` (FastAPI's, which the Functions HTTP
 streams extension also uses) and return a Starlette response; the Functions
-app and the standalone host only route requests here.
+app and the standalone host only route requests here. What a stream response
+sends is `streaming.reader`'s, encoded by `streaming.framing`.
 """
 
 from __future__ import annotations
@@ -10,35 +11,26 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from redis.exceptions import RedisError
-from sse_starlette.event import ServerSentEvent
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from live_tail import LiveTail, TailClosed, follow_run
 from redis_stream_response_handler import (
     ConversationNotFound,
     CursorExpired,
-    Event,
     InvalidCursor,
     RunLog,
     RunNotFound,
-    RunRef,
 )
-
-if TYPE_CHECKING:
-    from settings import Settings
+from streaming.framing import plain_text_body, sse_body
+from streaming.live_tail import LiveTail
+from streaming.reader import ReadPolicy, read_run
 
 logger = logging.getLogger(__name__)
-
-PAGE = Path(__file__).parent / "static" / "index.html"
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BODY_BYTES = 256 * 1024  # JSON escaping can triple a message; anything larger is refused unread
@@ -52,30 +44,16 @@ class RunDispatcher(Protocol):
     async def dispatch(self, agent_name: str, conversation_id: str, correlation_id: str, message: str) -> None: ...
 
 
-@dataclass(frozen=True)
-class StreamTiming:
-    max_seconds: float = 120.0
-    heartbeat_seconds: float = 15.0
-    stall_seconds: float = 60.0
-    start_seconds: float = 600.0
-    retry_ms: int = 1000
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> StreamTiming:
-        return cls(max_seconds=settings.stream_max_seconds, heartbeat_seconds=settings.heartbeat_seconds,
-                   stall_seconds=settings.stall_seconds, start_seconds=settings.start_seconds,
-                   retry_ms=settings.retry_ms)
-
-
 @dataclass
 class Services:
-    """What the handlers need; each host builds one at start-up."""
+    """What the handlers need; each host builds one at start-up (`travelplanner.wiring`)."""
 
     log: RunLog
     tail: LiveTail
     dispatcher: RunDispatcher | None  # None on a host that cannot start runs
     agent_names: tuple[str, ...]
-    timing: StreamTiming = field(default_factory=StreamTiming)
+    reading: ReadPolicy = field(default_factory=ReadPolicy)
+    retry_ms: int = 1000  # the SSE `retry:` a client waits before it reconnects
 
 
 class ApiError(Exception):
@@ -209,11 +187,12 @@ async def stream(request: Request, services: Services, conversation_id: str) -> 
     except RedisError as error:
         logger.warning("run log unreachable while opening a stream: %s", error)
         return error_response(503, "the run log (Redis) is unreachable; try again")
-    frames = plain_text_frames if plain else sse_frames
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-conversation-id": conversation_id}
-    media_type = "text/plain; charset=utf-8" if plain else "text/event-stream; charset=utf-8"
-    body = frames(_events(services, ref), services.timing)
-    return StreamingResponse(body, media_type=media_type, headers=headers)
+    items = read_run(services.log, services.tail, ref, services.reading)
+    if plain:
+        return StreamingResponse(plain_text_body(items), media_type="text/plain; charset=utf-8", headers=headers)
+    return StreamingResponse(sse_body(items, services.retry_ms), media_type="text/event-stream; charset=utf-8",
+                             headers=headers)
 
 
 def prefers_plain_text(accept: str) -> bool:
@@ -238,80 +217,6 @@ def prefers_plain_text(accept: str) -> bool:
             if specificity >= 0 and specificity >= best.get(wanted, (-1, 0.0))[0]:
                 best[wanted] = (specificity, q)
     return best.get("text/plain", (0, 0.0))[1] > best.get("text/event-stream", (0, 0.0))[1]
-
-
-# Items the framing functions receive: events, None for an idle tick, or a string saying why it ended early.
-_Item = Event | None | str
-
-
-async def _events(services: Services, ref: RunRef) -> AsyncIterator[_Item]:
-    timing = services.timing
-    deadline = time.monotonic() + timing.max_seconds
-    last_progress = time.monotonic()
-
-    def tick() -> float:  # wake for the next heartbeat, stall check or the end of the window
-        return max(0.05, min(timing.heartbeat_seconds, timing.stall_seconds / 2, deadline - time.monotonic()))
-
-    try:
-        async for event in follow_run(services.log, services.tail, ref, tick_seconds=tick):
-            now = time.monotonic()
-            if event is not None:
-                last_progress = now
-                yield event
-                if event.terminal:
-                    return
-            else:
-                yield None
-                if now - last_progress >= timing.stall_seconds and ref.correlation_id is not None:
-                    await services.log.seal_if_stalled(ref.conversation_id, ref.correlation_id,
-                                                       timing.stall_seconds, timing.start_seconds)
-                    last_progress = now
-            if now >= deadline:
-                yield "the response window closed; resume from the last event id"
-                return
-    except TailClosed as closed:
-        yield str(closed)
-    except RedisError as error:
-        logger.warning("run log unreachable while streaming: %s", error)
-        yield "the run log is unreachable; resume from the last event id"
-
-
-_SSE_EVENT_DATA = {"done": "[DONE]"}
-
-
-async def sse_frames(items: AsyncIterator[_Item], timing: StreamTiming) -> AsyncIterator[bytes]:
-    yield ServerSentEvent(retry=timing.retry_ms, sep="\n").encode()
-    last_sent = time.monotonic()
-    async for item in items:
-        now = time.monotonic()
-        if isinstance(item, Event):
-            data = _SSE_EVENT_DATA.get(item.kind, item.text)
-            yield ServerSentEvent(data, event=item.kind, id=item.id, sep="\n").encode()
-            last_sent = now
-        elif item is None:
-            if now - last_sent >= timing.heartbeat_seconds:
-                yield b": heartbeat\n\n"
-                last_sent = now
-        else:
-            yield ServerSentEvent(comment=f"closing: {item}", sep="\n").encode()
-
-
-_PLAIN_MARKERS = {
-    "done": "\n",
-    "reset": "\n[Restarted: the text below replaces the text above]\n",
-    "cancelled": "\n[Cancelled]\n",
-}
-
-
-async def plain_text_frames(items: AsyncIterator[_Item], timing: StreamTiming) -> AsyncIterator[bytes]:
-    async for item in items:
-        if isinstance(item, Event):
-            if item.kind == "message":
-                yield item.text.encode("utf-8")
-            elif item.kind == "error":
-                yield f"\n[Error: {item.text}]\n".encode()
-            else:
-                yield _PLAIN_MARKERS[item.kind].encode()
 
 
 # --- POST /api/agent/stream/{conversation_id}/cancel ------------------------

@@ -1,7 +1,7 @@
-"""Following runs as they are written: one blocking XREAD per process serves every reader.
+"""One blocking XREAD per process serves every live reader.
 
-A reader first pages through what the log already holds, then subscribes to
-its conversation's stream here. `LiveTail` keeps a single connection blocked
+A reader (`streaming.reader`) first pages through what the log already holds,
+then subscribes to its conversation's stream here. `LiveTail` keeps a single connection blocked
 in `XREAD BLOCK` over the streams of all subscribed conversations and fans new
 entries out to the subscriptions, so Redis connections do not grow with the
 number of readers and a chunk reaches every reader one wake-up after it is
@@ -16,20 +16,11 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from redis_stream_response_handler import (
-    KEY_PREFIX,
-    Event,
-    RunLog,
-    RunRef,
-    events_of_run,
-    parse_entry_id,
-    stream_key,
-)
+from redis_stream_response_handler import KEY_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -214,59 +205,3 @@ class LiveTail:
         self._subscribers.clear()
         self._positions.clear()
 
-
-async def follow_run(
-    log: RunLog, tail: LiveTail, ref: RunRef, *, tick_seconds: Callable[[], float]
-) -> AsyncIterator[Event | None]:
-    """Every event of the run after `ref.after`, live, up to its terminal event.
-
-    Yields None when `tick_seconds()` pass without an event, so the caller can
-    send heartbeats, check for stalls and watch its deadline. Raises
-    `TailClosed` when the tail stops under it.
-    """
-    if ref.past_the_end:
-        return
-    after = ref.after
-    seen = parse_entry_id(after)
-
-    async def catch_up() -> AsyncIterator[Event]:
-        nonlocal after, seen
-        while True:
-            events, last, more = await log.read_after(ref, after)
-            after, seen = last, parse_entry_id(last)
-            for event in events:
-                yield event
-            if not more:
-                return
-
-    async for event in catch_up():
-        yield event
-        if event.terminal:
-            return
-    sub = await tail.subscribe(stream_key(ref.conversation_id), after)
-    try:
-        # Entries fanned out to earlier subscribers before we joined are read here.
-        async for event in catch_up():
-            yield event
-            if event.terminal:
-                return
-        while True:
-            batch = await sub.next_batch(tick_seconds())
-            if batch is None:
-                async for event in catch_up():
-                    yield event
-                    if event.terminal:
-                        return
-                continue
-            fresh = [entry for entry in batch if parse_entry_id(entry[0]) > seen]  # type: ignore[operator]
-            if fresh:
-                after, seen = fresh[-1][0], parse_entry_id(fresh[-1][0])
-            events = events_of_run(fresh, ref.run_number)
-            if not events:
-                yield None  # nothing of ours: a tick (other runs of the conversation may be busy)
-            for event in events:
-                yield event
-                if event.terminal:
-                    return
-    finally:
-        tail.unsubscribe(sub)

@@ -1,4 +1,4 @@
-"""Redis clients for the run log: one pool per event loop, explicit timeouts, optional Entra ID.
+"""Redis clients for the run log: explicit timeouts, optional Entra ID, one pool per event loop.
 
 Each process keeps at most a handful of connections whatever the number of
 readers: a small blocking pool for reads and writes, plus the one connection
@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-from redis_stream_response_handler import Retention, RunLog
-
 POOL_CONNECTIONS = 3
 SOCKET_TIMEOUT_SECONDS = 5.0
 TAIL_BLOCK_SECONDS = 5.0
 _ENTRA_SCOPE = "https://redis.azure.com/.default"
+
+T = TypeVar("T")
 
 
 def _credential_provider(client_id: str | None) -> Any:
@@ -52,31 +52,26 @@ def connect(
     return aioredis.Redis(connection_pool=pool)
 
 
-class RunLogPerLoop:
-    """The run log bound to whichever event loop asks (redis-py's asyncio pools belong to one loop).
+class PerLoop(Generic[T]):
+    """One object per event loop, made on first use there (redis-py's asyncio pools belong to one loop).
 
-    The Durable Task agent host runs agents on its own loop thread, the web
-    server on another: each gets its own pool, created on first use.
+    A host runs the web server on one loop and the durable agent host's runs on
+    another thread's loop: each gets its own. Objects of loops that have closed are dropped.
     """
 
-    def __init__(self, factory: Callable[[], RunLog]) -> None:
+    def __init__(self, factory: Callable[[], T]) -> None:
         self._factory = factory
-        self._logs: dict[asyncio.AbstractEventLoop, RunLog] = {}
+        self._objects: dict[asyncio.AbstractEventLoop, T] = {}
 
-    def __call__(self) -> RunLog:
+    def __call__(self) -> T:
         loop = asyncio.get_running_loop()
-        log = self._logs.get(loop)
-        if log is None:
-            self._logs[loop] = log = self._factory()
-        return log
+        made = self._objects.get(loop)
+        if made is None:
+            for closed in [other for other in self._objects if other.is_closed()]:
+                del self._objects[closed]
+            self._objects[loop] = made = self._factory()
+        return made
 
-    async def close_current(self) -> None:
-        log = self._logs.pop(asyncio.get_running_loop(), None)
-        if log is not None:
-            await log.redis.aclose()
-
-
-def run_log_factory(
-    url: str, retention: Retention, *, entra: bool = False, client_id: str | None = None
-) -> RunLogPerLoop:
-    return RunLogPerLoop(lambda: RunLog(connect(url, entra=entra, client_id=client_id), retention))
+    def pop_current(self) -> T | None:
+        """Forget this loop's object and return it, for the caller to close."""
+        return self._objects.pop(asyncio.get_running_loop(), None)

@@ -1,0 +1,61 @@
+"""What a stream response's bytes look like: Server-Sent Events or plain text. Pure functions, no I/O.
+
+SSE is encoded by sse-starlette's `ServerSentEvent`, which splits multi-line
+data into one `data:` line per line and cleans the id and event fields, so any
+SSE parser rebuilds the text exactly. Plain text cannot take text back or
+carry comments: a reset and the terminal events become short bracketed lines,
+and heartbeats and closing notices are not sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from sse_starlette.event import ServerSentEvent
+
+from redis_stream_response_handler import RunEvent
+from streaming.reader import Heartbeat, ReadItem
+
+_SSE_DATA = {"done": "[DONE]"}  # what `data:` carries when not the entry's text
+_HEARTBEAT = b": heartbeat\n\n"
+
+PLAIN_MARKERS = {
+    "done": "\n",
+    "reset": "\n[Restarted: the text below replaces the text above]\n",
+    "cancelled": "\n[Cancelled]\n",
+}
+
+
+def sse_preamble(retry_ms: int) -> bytes:
+    return ServerSentEvent(retry=retry_ms, sep="\n").encode()
+
+
+def sse_frame(item: ReadItem) -> bytes:
+    if isinstance(item, RunEvent):
+        return ServerSentEvent(_SSE_DATA.get(item.kind, item.text), event=item.kind, id=item.id, sep="\n").encode()
+    if isinstance(item, Heartbeat):
+        return _HEARTBEAT
+    return ServerSentEvent(comment=f"closing: {item.reason}", sep="\n").encode()
+
+
+def plain_text_frame(item: ReadItem) -> bytes:
+    if not isinstance(item, RunEvent):
+        return b""
+    if item.kind == "message":
+        return item.text.encode("utf-8")
+    if item.kind == "error":
+        return f"\n[Error: {item.text}]\n".encode()
+    return PLAIN_MARKERS[item.kind].encode()
+
+
+async def sse_body(items: AsyncIterator[ReadItem], retry_ms: int) -> AsyncIterator[bytes]:
+    yield sse_preamble(retry_ms)
+    async for item in items:
+        yield sse_frame(item)
+
+
+async def plain_text_body(items: AsyncIterator[ReadItem]) -> AsyncIterator[bytes]:
+    async for item in items:
+        if frame := plain_text_frame(item):
+            yield frame
+

@@ -1,0 +1,160 @@
+"""Every environment variable the app reads, with its type, bounds and default, in one place.
+
+Nothing else in the project reads the environment (ruff's banned-API rule,
+configured in pyproject.toml, enforces it): hosts, the agent and the run log
+take a `Settings` object. A field's name is its variable's name in lower case;
+README's configuration table and the Bicep app settings are checked against
+these fields by the tests, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A setting has a value the app cannot use; the message names it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, validate_default=True)
+
+    # --- Redis: the run log
+    redis_connection_string: SecretStr | None = Field(
+        None, description="redis:// or rediss:// URL. Unset: the standalone host starts an embedded redis-server.")
+    redis_auth: Literal["url", "entra"] = Field(
+        "url", description="'url' (credentials in the connection string) or 'entra' (Microsoft Entra ID "
+                           "through redis-entraid).")
+    redis_stream_ttl_minutes: float = Field(10, ge=1, description="Sliding expiry of a conversation's stream "
+                                                                   "after its last write.")
+    redis_stream_maxlen: int = Field(20000, ge=100, description="Approximate cap on entries kept per conversation "
+                                                                "stream.")
+    redis_write_coalesce_ms: float = Field(0, ge=0, description="Extra time a writer waits to batch chunks of one "
+                                                                "run into one round trip (0: no wait).")
+    redis_write_buffer_chunks: int = Field(20000, ge=1, description="Chunks a writer holds while Redis is "
+                                                                    "unreachable.")
+    redis_outage_seconds: float = Field(20, ge=0, description="How long a writer retries an unreachable Redis "
+                                                              "before it gives the run up as interrupted.")
+    # --- The stream endpoint
+    stream_max_seconds: float = Field(120, ge=1, description="A stream response ends after this long; the client "
+                                                             "resumes.")
+    stream_heartbeat_seconds: float = Field(15, ge=0.05, description="Idle time after which an SSE comment keeps "
+                                                                     "the connection open.")
+    stream_stall_seconds: float = Field(60, ge=1, description="A run whose worker shows no sign of life for this "
+                                                              "long is ended with a 'stalled' error.")
+    stream_start_seconds: float = Field(600, ge=1, description="A run no worker has begun this long after it was "
+                                                               "accepted is ended with a 'not started' error.")
+    stream_retry_ms: int = Field(1000, ge=0, description="The SSE 'retry:' reconnection delay suggested to "
+                                                         "clients.")
+    # --- The model
+    azure_openai_endpoint: str | None = Field(None, description="Azure OpenAI endpoint; with the deployment name, "
+                                                                "selects Azure OpenAI.")
+    azure_openai_deployment_name: str | None = Field(None, description="Azure OpenAI chat deployment.")
+    azure_openai_api_key: SecretStr | None = Field(None, description="Azure OpenAI key; unset: Microsoft Entra ID "
+                                                                     "(DefaultAzureCredential).")
+    azure_openai_api_version: str | None = Field(None, description="Azure OpenAI API version; unset: the client "
+                                                                   "library's default.")
+    azure_client_id: str | None = Field(None, description="Client id of a user-assigned managed identity for Entra "
+                                                          "ID sign-in.")
+    openai_api_key: SecretStr | None = Field(None, description="Key for an OpenAI-compatible endpoint; selects it "
+                                                               "when Azure is not set.")
+    openai_base_url: str | None = Field(None, description="Base URL of the OpenAI-compatible endpoint; unset: "
+                                                          "api.openai.com.")
+    openai_model: str = Field("gpt-4o-mini", description="Model name for the OpenAI-compatible endpoint.")
+    offline_model_chunks_per_second: float = Field(40, ge=0, description="Pace of the offline demo model; 0 "
+                                                                         "streams at full speed.")
+    # --- The standalone host
+    host: str = Field("127.0.0.1", description="Address the standalone host binds.")
+    port: int = Field(7071, ge=0, le=65535, description="Port the standalone host binds.")
+    host_role: Literal["all", "web", "worker"] = Field(
+        "all", description="'all', 'web' (HTTP only) or 'worker' (agent execution only).")
+    api_key: SecretStr | None = Field(None, description="When set, every route but health needs it (Bearer token "
+                                                        "or x-api-key).")
+    allow_public_bind: bool = Field(False, description="Allow a non-loopback HOST without API_KEY.")
+    durable_task_scheduler_connection_string: str | None = Field(
+        None, description="Durable Task Scheduler ('Endpoint=...;Authentication=...'). Unset: embedded in-memory "
+                          "backend.")
+    taskhub_name: str = Field("default", description="Durable Task hub name.")
+    data_dir: str = Field(".data", description="Folder for the embedded redis-server's working files.")
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = Field(
+        "INFO", description="Python logging level.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_means_unset(cls, values: Any) -> Any:
+        if isinstance(values, Mapping):
+            return {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
+        return values
+
+    @field_validator("redis_auth", "host_role", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _outage_shorter_than_stall(self) -> Settings:
+        if self.redis_outage_seconds >= self.stream_stall_seconds:
+            # A writer still riding out an outage renews no lease: readers would end its run as stalled.
+            raise ValueError("REDIS_OUTAGE_SECONDS must be shorter than STREAM_STALL_SECONDS")
+        return self
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The process environment's settings, or exactly those of `environ` (nothing else is read)."""
+        try:
+            if environ is None:
+                return cls()
+            return cls.model_validate({name.lower(): value for name, value in environ.items()})
+        except ValidationError as error:
+            raise SettingsError(_describe(error)) from None
+
+    # --- in the units the code uses
+
+    @property
+    def redis_url(self) -> str | None:
+        return self.redis_connection_string.get_secret_value() if self.redis_connection_string else None
+
+    @property
+    def stream_ttl_seconds(self) -> int:
+        return int(self.redis_stream_ttl_minutes * 60)
+
+    @property
+    def write_coalesce_seconds(self) -> float:
+        return self.redis_write_coalesce_ms / 1000
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for problem in error.errors():
+        if problem["loc"]:
+            name = str(problem["loc"][0]).upper()
+            shown = "a secret" if "KEY" in name or "CONNECTION_STRING" in name else repr(problem["input"])
+            problems.append(f"{name}: {problem['msg']}, not {shown}")
+        else:
+            problems.append(problem["msg"].removeprefix("Value error, "))
+    return "; ".join(problems)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One variable as README documents it."""
+
+    name: str
+    default: str | None  # None: optional, unset means "not configured"
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(name.upper(), None if field.default is None else str(field.default), field.description or "")
+    for name, field in Settings.model_fields.items()
+)
