@@ -21,6 +21,7 @@ param deploymentContainerName string
 param applicationInsightsName string
 param durableTaskEndpoint string
 param taskHubName string
+@description('The Azure OpenAI account\'s v1 base URL, https://<name>.openai.azure.com/openai/v1.')
 param openAiEndpoint string
 param openAiDeploymentName string
 param redisHostName string
@@ -80,6 +81,8 @@ var appSettings = {
   // Read by the code through settings.py.
   DURABLE_TASK_SCHEDULER_CONNECTION_STRING: 'Endpoint=${durableTaskEndpoint};Authentication=ManagedIdentity;ClientID=${identityClientId}'
   TASKHUB_NAME: taskHubName
+  // Ends in /openai/v1: the app uses it as an OpenAI-compatible base URL, with no api-version
+  // (AZURE_OPENAI_API_VERSION stays unset).
   AZURE_OPENAI_ENDPOINT: openAiEndpoint
   AZURE_OPENAI_DEPLOYMENT_NAME: openAiDeploymentName
   AZURE_CLIENT_ID: identityClientId
