@@ -51,7 +51,7 @@ CLOUD_REQUIRED = {
 # Optional settings (default None) that Azure deliberately leaves unset.
 LEFT_UNSET_IN_AZURE = {
     "AZURE_OPENAI_API_KEY": "the account has keys disabled; the app signs in with its identity",
-    "AZURE_OPENAI_API_VERSION": "the client library's default API version is used",
+    "AZURE_OPENAI_API_VERSION": "AZURE_OPENAI_ENDPOINT is the /openai/v1 endpoint, which takes no api-version",
     "OPENAI_API_KEY": "OpenAI-compatible endpoints are for the standalone host",
     "OPENAI_BASE_URL": "OpenAI-compatible endpoints are for the standalone host",
     "API_KEY": "the Functions front end checks function keys instead",
