@@ -65,6 +65,8 @@ def sweden_models() -> list[dict]:
 @pytest.fixture
 def run_check(tmp_path: Path) -> RunCheck:
     """Run the script with a fake `az` answering `answers` ({command: answer}) and the azd `env`."""
+    if sys.platform == "win32":
+        pytest.skip("the fake az is launched by a POSIX sh script")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     launcher = bin_dir / "az"
