@@ -6,11 +6,14 @@ grammar of the Bicep language: that catches syntax errors (an unclosed brace, a 
 colon, a misspelt keyword), not what only the compiler knows (undefined symbols, types,
 resource properties, API versions). tests/test_infra.py checks the wiring as text.
 
-Known limits of pycep-parser 0.7.1, found by feeding it valid Bicep: it rejects the object
-spread operator (`{ ...a, b: 1 }`), which infra/ does not use; it accepts nullable types,
-`.?`, `??`, lambdas, user-defined types, `import` and indexed loops. Its JSON renders string
-literals and identifiers alike ('python' and a param named python both become "python"),
-so the checks below compare only values where that cannot mislead.
+Known limits of pycep-parser 0.7.1 (its grammar is pycep/bicep.lark), found by feeding it
+Bicep: it has no rule for the object spread operator (`{ ...a, b: 1 }`), and it treats a
+newline as a token, so a conditional broken before its `?` or `:` (`cond\n  ? a\n  : b`)
+fails to parse (the rule is `value_brackets "?" value_brackets ":" value_brackets`).
+infra/ uses neither: conditionals stay on one line. It accepts nullable types, `.?`, `??`,
+lambdas, user-defined types, `import` and indexed loops. Its JSON renders string literals
+and identifiers alike ('python' and a param named python both become "python"), so the
+checks below compare only values where that cannot mislead.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def test_the_app_gets_the_v1_endpoint_and_no_api_version() -> None:
     """The /openai/v1 base URL needs no api-version, so a newer model needs no client change."""
     openai = parsed(INFRA / "app" / "openai.bicep")
     v1 = openai["outputs"]["v1Endpoint"]["value"]["operator"]["operands"]
-    assert {v1["true_value"], v1["false_value"]} == {"${endpoint}openai/v1", "${endpoint}/openai/v1"}
+    assert {v1["true_value"], v1["false_value"]} == {"${accountEndpoint}openai/v1", "${accountEndpoint}/openai/v1"}
 
     main = parsed(INFRA / "main.bicep")
     passed = main["modules"]["api"]["config"]["params"]["openAiEndpoint"]["operator"]["operands"]

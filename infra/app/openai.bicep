@@ -49,11 +49,11 @@ resource chatDeployment 'Microsoft.CognitiveServices/accounts/deployments@2025-0
   }
 }
 
-var endpoint = account.properties.endpoint // https://<name>.openai.azure.com/
+var accountEndpoint = account.properties.endpoint // https://<name>.openai.azure.com/
 
 output name string = account.name
-output endpoint string = endpoint
+output endpoint string = accountEndpoint
 // The OpenAI-compatible v1 API: the client uses it as its base URL and sends no api-version,
 // so a model that needs a newer API version works without a change to the app.
-output v1Endpoint string = endsWith(endpoint, '/') ? '${endpoint}openai/v1' : '${endpoint}/openai/v1'
+output v1Endpoint string = endsWith(accountEndpoint, '/') ? '${accountEndpoint}openai/v1' : '${accountEndpoint}/openai/v1'
 output deploymentName string = chatDeployment.name
