@@ -32,9 +32,16 @@ param principalType string = 'User'
 @description('Region of the Azure OpenAI account when the model is not offered in `location`; empty: `location`.')
 param openAiLocation string = ''
 
-param openAiModelName string = 'gpt-4.1-mini'
-param openAiModelVersion string = '2025-04-14'
+// The default model: GA, retires 2028-01-11 (the longest horizon of the GA chat models in
+// Microsoft's retirement schedule, checked 2026-11-29; infra/README.md has the table and source).
+// The preprovision hook (infra/scripts/check_model.py) checks these four against the region and
+// the subscription's quota before anything is created; it reads the same azd variables.
+@description('Azure OpenAI model; it must be offered in the OpenAI account\'s region with the deployment SKU.')
+param openAiModelName string = 'gpt-5.6-luna'
+@description('Model version: a date, as listed by `az cognitiveservices model list`.')
+param openAiModelVersion string = '2026-07-09'
 param openAiDeploymentName string = 'chat'
+@description('Deployment type, e.g. GlobalStandard, DataZoneStandard or Standard.')
 param openAiDeploymentSkuName string = 'GlobalStandard'
 
 @description('Thousands of tokens per minute for the chat deployment.')
@@ -180,7 +187,7 @@ module api 'app/api.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     durableTaskEndpoint: durableTask.outputs.endpoint
     taskHubName: durableTask.outputs.taskHubName
-    openAiEndpoint: openAi.outputs.endpoint
+    openAiEndpoint: openAi.outputs.v1Endpoint
     openAiDeploymentName: openAi.outputs.deploymentName
     redisHostName: redis.outputs.hostName
     redisPort: redis.outputs.port
@@ -228,8 +235,13 @@ output DURABLE_TASK_SCHEDULER_NAME string = durableTask.outputs.name
 output DURABLE_TASK_SCHEDULER_ENDPOINT string = durableTask.outputs.endpoint
 output TASKHUB_NAME string = durableTask.outputs.taskHubName
 
-output AZURE_OPENAI_ENDPOINT string = openAi.outputs.endpoint
+// The OpenAI-compatible v1 base URL (https://<account>.openai.azure.com/openai/v1), the same value
+// the app gets: copied into local settings it keeps local runs on the same API surface.
+output AZURE_OPENAI_ENDPOINT string = openAi.outputs.v1Endpoint
 output AZURE_OPENAI_DEPLOYMENT_NAME string = openAi.outputs.deploymentName
 output AZURE_OPENAI_MODEL_NAME string = openAiModelName
+// Read back by the preprovision hook on the next `azd up`: the deployment that already exists
+// there holds quota that re-deploying it frees again.
+output AZURE_OPENAI_ACCOUNT_NAME string = openAi.outputs.name
 
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName

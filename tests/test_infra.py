@@ -50,7 +50,7 @@ CLOUD_REQUIRED = {
 # Optional settings (default None) that Azure deliberately leaves unset.
 LEFT_UNSET_IN_AZURE = {
     "AZURE_OPENAI_API_KEY": "the account has keys disabled; the app signs in with its identity",
-    "AZURE_OPENAI_API_VERSION": "the client library's default API version is used",
+    "AZURE_OPENAI_API_VERSION": "AZURE_OPENAI_ENDPOINT is the /openai/v1 endpoint, which takes no api-version",
     "OPENAI_API_KEY": "OpenAI-compatible endpoints are for the standalone host",
     "OPENAI_BASE_URL": "OpenAI-compatible endpoints are for the standalone host",
     "API_KEY": "the Functions front end checks function keys instead",
@@ -463,13 +463,13 @@ def test_stream_responses_end_before_the_front_end_cuts_them(settings_by_name: d
     assert str(default) == settings_by_name["STREAM_MAX_SECONDS"].default
 
 
-def test_function_app_is_flex_consumption_python_311_tagged_for_azd(api: Bicep) -> None:
+def test_function_app_is_flex_consumption_python_314_tagged_for_azd(api: Bicep) -> None:
     resources = {rtype.split("@")[0]: body for _, rtype, existing, body in api.resources() if not existing}
     plan, site = resources["Microsoft.Web/serverfarms"], resources["Microsoft.Web/sites"]
     assert "name: 'FC1'" in plan and "tier: 'FlexConsumption'" in plan
     assert "kind: 'functionapp,linux'" in site
     assert "'azd-service-name': 'api'" in site
-    assert re.search(r"runtime:\s*\{\s*name:\s*'python'\s*version:\s*'3\.11'\s*\}", site)
+    assert re.search(r"runtime:\s*\{\s*name:\s*'python'\s*version:\s*'3\.14'\s*\}", site)
     assert re.search(r"type:\s*'blobContainer'", site)
     assert re.search(r"authentication:\s*\{\s*type:\s*'UserAssignedIdentity'", site)
     for knob in ("instanceMemoryMB", "maximumInstanceCount", "perInstanceConcurrency"):

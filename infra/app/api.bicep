@@ -21,6 +21,7 @@ param deploymentContainerName string
 param applicationInsightsName string
 param durableTaskEndpoint string
 param taskHubName string
+@description('The Azure OpenAI account\'s v1 base URL, https://<name>.openai.azure.com/openai/v1.')
 param openAiEndpoint string
 param openAiDeploymentName string
 param redisHostName string
@@ -72,14 +73,17 @@ var appSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 
-  // The HTTP streams feature (FastAPI Request/StreamingResponse) needs this
-  // on Python 3.12 and earlier.
+  // The HTTP streams feature (FastAPI Request/StreamingResponse) needs this on
+  // Python 3.12 and earlier. The 3.13+ worker (azure-functions-runtime) indexes
+  // at start-up anyway; the setting stays so a move back to 3.12 keeps streaming.
   PYTHON_ENABLE_INIT_INDEXING: '1'
   PYTHON_THREADPOOL_THREAD_COUNT: string(agentRunsPerInstance)
 
   // Read by the code through settings.py.
   DURABLE_TASK_SCHEDULER_CONNECTION_STRING: 'Endpoint=${durableTaskEndpoint};Authentication=ManagedIdentity;ClientID=${identityClientId}'
   TASKHUB_NAME: taskHubName
+  // Ends in /openai/v1: the app uses it as an OpenAI-compatible base URL, with no api-version
+  // (AZURE_OPENAI_API_VERSION stays unset).
   AZURE_OPENAI_ENDPOINT: openAiEndpoint
   AZURE_OPENAI_DEPLOYMENT_NAME: openAiDeploymentName
   AZURE_CLIENT_ID: identityClientId
@@ -120,9 +124,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
     }
     functionAppConfig: {
+      // The newest GA Python on Flex Consumption (3.14, supported to April 2029; see
+      // infra/README.md). On 3.13+ the worker is azure-functions-runtime, not the
+      // azure-functions-worker bundled with the host.
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: '3.14'
       }
       deployment: {
         storage: {

@@ -29,7 +29,13 @@ resource scheduler 'Microsoft.DurableTask/schedulers@2025-11-01' = {
     ipAllowlist: [
       '0.0.0.0/0'
     ]
-    sku: union({ name: skuName }, dedicated ? { capacity: dedicatedCapacity } : {})
+    // Capacity units exist only on the Dedicated SKU; Consumption takes the name alone.
+    sku: dedicated ? {
+      name: skuName
+      capacity: dedicatedCapacity
+    } : {
+      name: skuName
+    }
   }
 
   resource taskHub 'taskHubs' = {

@@ -43,9 +43,17 @@ resource chatDeployment 'Microsoft.CognitiveServices/accounts/deployments@2025-0
       name: modelName
       version: modelVersion
     }
+    // Stay on the version deployed (and tested) until it retires, then take the successor
+    // Azure designates, instead of a deployment that only returns errors.
+    versionUpgradeOption: 'OnceCurrentVersionExpired'
   }
 }
 
+var accountEndpoint = account.properties.endpoint // https://<name>.openai.azure.com/
+
 output name string = account.name
-output endpoint string = account.properties.endpoint
+output endpoint string = accountEndpoint
+// The OpenAI-compatible v1 API: the client uses it as its base URL and sends no api-version,
+// so a model that needs a newer API version works without a change to the app.
+output v1Endpoint string = endsWith(accountEndpoint, '/') ? '${accountEndpoint}openai/v1' : '${accountEndpoint}/openai/v1'
 output deploymentName string = chatDeployment.name
