@@ -463,13 +463,13 @@ def test_stream_responses_end_before_the_front_end_cuts_them(settings_by_name: d
     assert str(default) == settings_by_name["STREAM_MAX_SECONDS"].default
 
 
-def test_function_app_is_flex_consumption_python_314_tagged_for_azd(api: Bicep) -> None:
+def test_function_app_is_flex_consumption_python_313_tagged_for_azd(api: Bicep) -> None:
     resources = {rtype.split("@")[0]: body for _, rtype, existing, body in api.resources() if not existing}
     plan, site = resources["Microsoft.Web/serverfarms"], resources["Microsoft.Web/sites"]
     assert "name: 'FC1'" in plan and "tier: 'FlexConsumption'" in plan
     assert "kind: 'functionapp,linux'" in site
     assert "'azd-service-name': 'api'" in site
-    assert re.search(r"runtime:\s*\{\s*name:\s*'python'\s*version:\s*'3\.14'\s*\}", site)
+    assert re.search(r"runtime:\s*\{\s*name:\s*'python'\s*version:\s*'3\.13'\s*\}", site)
     assert re.search(r"type:\s*'blobContainer'", site)
     assert re.search(r"authentication:\s*\{\s*type:\s*'UserAssignedIdentity'", site)
     for knob in ("instanceMemoryMB", "maximumInstanceCount", "perInstanceConcurrency"):

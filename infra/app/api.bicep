@@ -124,12 +124,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
     }
     functionAppConfig: {
-      // The newest GA Python on Flex Consumption (3.14, supported to April 2029; see
-      // infra/README.md). On 3.13+ the worker is azure-functions-runtime, not the
-      // azure-functions-worker bundled with the host.
+      // Python 3.13: GA on Flex Consumption, and the newest version whose worker
+      // (azure-functions-runtime, pinned in requirements.txt) the tests run the app under
+      // (see infra/README.md, "Python version").
       runtime: {
         name: 'python'
-        version: '3.14'
+        version: '3.13'
       }
       deployment: {
         storage: {
