@@ -59,6 +59,15 @@ def test_the_process_environment_is_read_by_name(monkeypatch: pytest.MonkeyPatch
     assert Settings.from_env().stream_retry_ms == 2500
 
 
+def test_given_values_are_read_alone_whatever_the_process_environment_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: pydantic-settings read the environment on validation too, so a Functions host running in the
+    same test process (which sets REDIS_CONNECTION_STRING) changed what from_env({}) returned."""
+    monkeypatch.setenv("REDIS_CONNECTION_STRING", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("PORT", "9999")
+    assert Settings.from_env({}).redis_url is None and Settings.from_env({}).port == 7071
+    assert Settings.from_env({"PORT": "8000"}).port == 8000 and Settings.from_env().port == 9999
+
+
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [s.name for s in SETTINGS if f"`{s.name}`" not in readme]

@@ -10,11 +10,14 @@ these fields by the tests, so the three cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_ONLY_GIVEN: ContextVar[bool] = ContextVar("only_given_settings", default=False)
 
 
 class SettingsError(ValueError):
@@ -114,9 +117,24 @@ class Settings(BaseSettings):
         try:
             if environ is None:
                 return cls()
-            return cls.model_validate({name.lower(): value for name, value in environ.items()})
+            given = _ONLY_GIVEN.set(True)
+            try:
+                return cls.model_validate({name.lower(): value for name, value in environ.items()})
+            finally:
+                _ONLY_GIVEN.reset(given)
         except ValidationError as error:
             raise SettingsError(_describe(error)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # pydantic-settings reads the process environment on validation too; from_env(environ) must not.
+        if _ONLY_GIVEN.get():
+            return (init_settings,)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     # --- in the units the code uses
 
