@@ -121,8 +121,11 @@ def _azure_credential(settings: Settings) -> Any:
     return DefaultAzureCredential()
 
 
-def build_chat_client(settings: Settings) -> SupportsChatGetResponse[Any]:
-    """The chat client `select_model` chose. Building one makes no network call."""
+def build_chat_client(settings: Settings, *, credential: Any = None) -> SupportsChatGetResponse[Any]:
+    """The chat client `select_model` chose. Building one makes no network call.
+
+    `credential`: the Entra ID token credential for Azure OpenAI without a key (default: DefaultAzureCredential).
+    """
     choice = select_model(settings)
     if choice.kind == "offline":
         return OfflineTravelModel(chunks_per_second=settings.offline_model_chunks_per_second)
@@ -142,7 +145,7 @@ def build_chat_client(settings: Settings) -> SupportsChatGetResponse[Any]:
              else {"azure_endpoint": endpoint})
     auth: dict[str, Any] = (
         {"api_key": settings.azure_openai_api_key.get_secret_value()} if settings.azure_openai_api_key
-        else {"credential": _azure_credential(settings)}
+        else {"credential": credential or _azure_credential(settings)}
     )
     return OpenAIChatCompletionClient(
         model=settings.azure_openai_deployment_name,
