@@ -49,6 +49,23 @@ def test_a_writer_outage_allowance_must_be_shorter_than_the_stall_time() -> None
         Settings.from_env({"STREAM_STALL_SECONDS": "10", "REDIS_OUTAGE_SECONDS": "10"})
 
 
+def test_the_model_budget_has_defaults_and_bounds() -> None:
+    settings = Settings.from_env({})
+    assert (settings.model_connect_seconds, settings.model_first_byte_seconds, settings.model_idle_seconds) == (
+        10, 60, 30)
+    assert (settings.model_tries, settings.model_retry_after_max_seconds, settings.model_run_seconds) == (3, 30, 300)
+    with pytest.raises(SettingsError, match="MODEL_TRIES"):
+        Settings.from_env({"MODEL_TRIES": "0"})
+
+
+def test_a_remote_models_run_must_end_before_the_next_turns_start_allowance() -> None:
+    remote = {"OPENAI_API_KEY": "sk-test", "STREAM_START_SECONDS": "120"}
+    with pytest.raises(SettingsError, match="MODEL_RUN_SECONDS must be shorter than STREAM_START_SECONDS"):
+        Settings.from_env({**remote, "MODEL_RUN_SECONDS": "120"})
+    assert Settings.from_env({**remote, "MODEL_RUN_SECONDS": "100"}).model_run_seconds == 100
+    assert Settings.from_env({"STREAM_START_SECONDS": "2"}).model_run_seconds == 300  # the offline model has none
+
+
 def test_blank_values_mean_unset() -> None:
     settings = Settings.from_env({"REDIS_CONNECTION_STRING": "  ", "PORT": ""})
     assert settings.port == 7071 and settings.redis_url is None

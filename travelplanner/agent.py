@@ -8,7 +8,8 @@
 2. An OpenAI-compatible endpoint when OPENAI_API_KEY is set (OPENAI_BASE_URL, OPENAI_MODEL).
 3. Otherwise the offline demo model, which is not AI (see offline_model.py).
 
-Both remote kinds use the Chat Completions client of agent-framework-openai.
+Both remote kinds use the Chat Completions client of agent-framework-openai, held to
+the run's budget of time and tries (`model_client.BudgetedChatClient`, the MODEL_* settings).
 Known limit: that client still falls back to its own environment variables for
 anything passed as None (for example AZURE_OPENAI_BASE_URL or OPENAI_ORG_ID);
 everything this app configures is passed explicitly.
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from agent_framework import Agent, SupportsChatGetResponse
 
 from tools import travel_tools
+from travelplanner.model_budget import ModelPolicy
 from travelplanner.offline_model import OFFLINE_MODEL_NAME, OfflineTravelModel
 from travelplanner.settings import Settings
 
@@ -130,10 +132,12 @@ def build_chat_client(settings: Settings, *, credential: Any = None) -> Supports
     if choice.kind == "offline":
         return OfflineTravelModel(chunks_per_second=settings.offline_model_chunks_per_second)
 
-    from agent_framework_openai import OpenAIChatCompletionClient
+    from travelplanner.model_client import BudgetedChatClient  # the OpenAI SDK loads only when it is used
 
+    policy = ModelPolicy.from_settings(settings)
     if choice.kind == "openai-compatible":
-        return OpenAIChatCompletionClient(
+        return BudgetedChatClient(
+            policy=policy,
             model=settings.openai_model,
             api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
             base_url=settings.openai_base_url,
@@ -147,7 +151,8 @@ def build_chat_client(settings: Settings, *, credential: Any = None) -> Supports
         {"api_key": settings.azure_openai_api_key.get_secret_value()} if settings.azure_openai_api_key
         else {"credential": credential or _azure_credential(settings)}
     )
-    return OpenAIChatCompletionClient(
+    return BudgetedChatClient(
+        policy=policy,
         model=settings.azure_openai_deployment_name,
         api_version=settings.azure_openai_api_version,
         **where,

@@ -71,6 +71,18 @@ class Settings(BaseSettings):
     openai_model: str = Field("gpt-4o-mini", description="Model name for the OpenAI-compatible endpoint.")
     offline_model_chunks_per_second: float = Field(40, ge=0, description="Pace of the offline demo model; 0 "
                                                                          "streams at full speed.")
+    # --- The model's budget per run (OpenAI and Azure OpenAI)
+    model_connect_seconds: float = Field(10, gt=0, description="Longest wait to connect to the model service.")
+    model_first_byte_seconds: float = Field(60, gt=0, description="Longest wait for the first chunk of a streamed "
+                                                                  "model request.")
+    model_idle_seconds: float = Field(30, gt=0, description="Longest silence between two chunks of a streamed "
+                                                            "model answer.")
+    model_tries: int = Field(3, ge=1, le=10, description="Failed model requests a run accepts before it gives up "
+                                                         "(first tries, retries and the fallback together).")
+    model_retry_after_max_seconds: float = Field(30, ge=0, description="The longest Retry-After a run waits for; "
+                                                                       "a longer one ends the run at once.")
+    model_run_seconds: float = Field(300, gt=0, description="The time a run may spend on the model in all, "
+                                                            "retries and waits included.")
     # --- The standalone host
     host: str = Field("127.0.0.1", description="Address the standalone host binds.")
     port: int = Field(7071, ge=0, le=65535, description="Port the standalone host binds.")
@@ -109,6 +121,14 @@ class Settings(BaseSettings):
         if self.redis_outage_seconds >= self.stream_stall_seconds:
             # A writer still riding out an outage renews no lease: readers would end its run as stalled.
             raise ValueError("REDIS_OUTAGE_SECONDS must be shorter than STREAM_STALL_SECONDS")
+        return self
+
+    @model_validator(mode="after")
+    def _model_run_shorter_than_start(self) -> Settings:
+        remote = self.openai_api_key or (self.azure_openai_endpoint and self.azure_openai_deployment_name)
+        if remote and self.model_run_seconds >= self.stream_start_seconds:
+            # A conversation's next turn waits for the run before it: it must begin before its start allowance ends.
+            raise ValueError("MODEL_RUN_SECONDS must be shorter than STREAM_START_SECONDS")
         return self
 
     @classmethod

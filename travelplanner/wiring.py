@@ -16,6 +16,7 @@ from streaming.live_tail import LiveTail
 from streaming.reader import ReadPolicy
 from streaming.redis_clients import TAIL_BLOCK_SECONDS, PerLoop, connect
 from travelplanner.agent import AGENT_NAME, build_agent
+from travelplanner.model_budget import ModelPolicy
 from travelplanner.recorder import RecordedAgent
 from travelplanner.settings import Settings
 
@@ -46,7 +47,8 @@ class Wiring:
 
     def agent(self) -> RecordedAgent:
         """TravelPlanner as the durable host runs it: every run recorded in the run log."""
-        return RecordedAgent(build_agent(self.settings), self.run_log, self.write_policy)
+        return RecordedAgent(build_agent(self.settings), self.run_log, self.write_policy,
+                             ModelPolicy.from_settings(self.settings))
 
     def services(self, dispatcher: RunDispatcher | None) -> Services:
         """The HTTP contract's services on the calling event loop."""
