@@ -8,11 +8,13 @@ and how long it took (generous bounds). The server validates every request's his
 does, so a turn that leaves a broken history behind makes the next turn fail here as in production.
 
 Budgets are small so the suite is quick: 1 s to the first chunk, 1 s between chunks, 3 tries, a 2 s
-Retry-After cap.
+Retry-After cap; a 3 s stall window renews the writer's lease every second, so a cancel reaches a silent
+model within about a second.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -240,6 +242,63 @@ async def test_a_failed_turn_frees_the_conversation_for_its_next_turn(client: ht
     assert first.terminal.kind == "error" and "did not start answering" in first.terminal.data
     assert_answered_in_full(await read(client, second), reset=False)
     assert [r.status for r in requests_of(model, second)] == [200, 200]
+
+
+# --- Cancel at any moment: the conversation's next turn still works ----------------------------
+
+
+async def cancel(client: httpx.AsyncClient, turn: Turn) -> None:
+    response = await client.post(f"/api/agent/stream/{turn.conversation_id}/cancel",
+                                 params={"run": turn.correlation_id})
+    assert response.status_code == 200, response.text
+
+
+async def wait_for(model: ms.ScriptedModelServer, condition: Any) -> None:
+    await asyncio.to_thread(model.wait_until, condition, 20)
+
+
+@pytest.fixture(scope="module")
+def patient_host(model: ms.ScriptedModelServer, redis_url: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneHost]:
+    """A host that would wait 30 s for a chunk: only the cancel can stop its model sooner."""
+    env = {**openai_env(model), "MODEL_FIRST_BYTE_SECONDS": "30", "MODEL_IDLE_SECONDS": "30"}
+    with StandaloneHost(redis_url, env, log_path=tmp_path_factory.mktemp("host") / "host.log") as running:
+        yield running
+
+
+@pytest.mark.parametrize("moment", ["before the first byte", "during the tool calls", "during the answer"])
+async def test_a_cancel_stops_the_model_and_leaves_a_history_it_accepts(
+        patient_host: StandaloneHost, model: ms.ScriptedModelServer, moment: str) -> None:
+    async with httpx.AsyncClient(base_url=patient_host.base_url, timeout=30) as client:
+        await cancel_then_continue(client, model, moment)
+
+
+async def cancel_then_continue(client: httpx.AsyncClient, model: ms.ScriptedModelServer, moment: str) -> None:
+    tag = new_tag()
+    if moment == "before the first byte":
+        model.script(ms.hang_before_first_byte(), when=tag)
+    elif moment == "during the tool calls":
+        model.script(ms.slow_chunks(0.3), when=tag)
+    else:
+        model.script(ms.Reply(), ms.slow_chunks(0.1), when=tag)
+    first = await start(client, tag)
+    number = 1 if moment != "during the answer" else 2
+    sent = 0 if moment == "before the first byte" else 4
+
+    def reached() -> bool:
+        made = [r for r in model.requests if r.mentions(tag)]
+        return len(made) >= number and made[number - 1].sent >= sent
+    await wait_for(model, reached)
+    await cancel(client, first)
+    await read(client, first)
+    assert first.terminal.kind == "cancelled"
+    made = await asyncio.to_thread(model.settle, tag, 10)  # the host hung up on the model, long before 30 s
+    assert made[-1].outcome == "client-gone" and made[-1].ended_at is not None
+
+    second = await run_turn(client, model, conversation_id=first.conversation_id)
+    assert_answered_in_full(second, reset=False)
+    assert [r.status for r in requests_of(model, second)] == [200, 200]  # the model accepted the history
+    assert len(model.requests_mentioning(tag)) == number  # and the cancelled turn made no other request
 
 
 # --- The Azure OpenAI URL shapes through the host -------------------------------------------------

@@ -18,20 +18,27 @@ run fails. When the streamed call fails:
   non-streaming retry that follows is answered with the same failure, not another model call, so the
   conversation's next turn can start.
 
+A run stopped from outside (cancelled, or replaced by a redelivery) stops its model at once, also while
+it waits for a first chunk, and returns what it has. What a run is given and what it returns is cleaned
+of tool calls no result answers (`history`): the durable host stores a stopped run's partial answer as
+history, and an unanswered call in it would make the model refuse every later turn.
+
 The run log is addressed through the run request's options (set by the HTTP contract when it dispatches
 the run); they are removed before the model sees them. A run without them is passed through unrecorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from agent_framework import AgentResponse, AgentResponseUpdate, ResponseStream
 
 from redis_stream_response_handler import RunLog, RunWriter, WritePolicy
+from travelplanner.history import answered_history, answered_response
 from travelplanner.model_budget import BUDGET_KWARG, ModelPolicy, RunBudget
 from travelplanner.model_failures import ModelFailure, describe
 
@@ -39,11 +46,16 @@ logger = logging.getLogger(__name__)
 
 RUN_LOG_OPTION = "run_log"
 _FAILURE_MEMORY = 1000
+T = TypeVar("T")
 
 
 def run_log_options(conversation_id: str, correlation_id: str) -> dict[str, Any]:
     """The run-request options that make a run recorded under this conversation and run."""
     return {RUN_LOG_OPTION: {"conversation_id": conversation_id, "correlation_id": correlation_id}}
+
+
+class _Fenced(Exception):
+    """The log refused this attempt (the run was cancelled, or replaced): stop producing its answer."""
 
 
 class RecordedAgent:
@@ -62,6 +74,7 @@ class RecordedAgent:
         options = dict(kwargs.pop("options", None) or {})
         target = options.pop(RUN_LOG_OPTION, None)
         kwargs["options"] = options
+        messages = answered_history(messages)
         if not isinstance(target, Mapping):
             return self.agent.run(messages, stream=stream, session=session, **kwargs)
         budget = self._model_policy.budget()
@@ -80,18 +93,19 @@ class RecordedAgent:
         streamed: list[str] = []
         try:
             async with call.start(stream=True) as inner:
-                async for update in inner:
+                while (update := await _unless_fenced(writer, _next_or_none(inner))) is not None:
                     updates.append(update)
                     if update.text:
                         writer.add(update.text)
                         streamed.append(update.text)
                     yield update
                     if writer.stopped and writer.fenced:
-                        # Cancelled, stalled out or replaced: stop generating; the log already says why.
-                        logger.info("run %s stopped early: %s", writer.correlation_id, writer.fenced)
-                        outcome["response"] = AgentResponse.from_updates(updates)
-                        return
+                        raise _Fenced
                 response = await inner.get_final_response()
+        except _Fenced:
+            logger.info("run %s stopped early: %s", writer.correlation_id, writer.fenced)
+            outcome["response"] = answered_response(AgentResponse.from_updates(updates))
+            return
         except Exception as error:
             if not _worth_a_whole_retry(error, budget):
                 await self._give_up(writer, error)
@@ -100,6 +114,9 @@ class RecordedAgent:
                            writer.correlation_id, describe(error))
             try:
                 response = await self._fall_back(call, writer, "".join(streamed))
+            except _Fenced:
+                outcome["response"] = answered_response(AgentResponse.from_updates(updates))
+                return
             except Exception as fallback_error:
                 await self._give_up(writer, fallback_error)
                 raise
@@ -107,7 +124,7 @@ class RecordedAgent:
         await writer.finish("done")
 
     async def _fall_back(self, call: _ModelCall, writer: RunWriter, streamed: str) -> AgentResponse:
-        response: AgentResponse = await call.start(stream=False)
+        response: AgentResponse = await _unless_fenced(writer, call.start(stream=False))
         if streamed and response.text != streamed:
             writer.reset("the streamed answer failed; the complete answer follows")
             writer.add(response.text)
@@ -121,7 +138,9 @@ class RecordedAgent:
             await writer.abandon()  # this attempt already ended the run with its error
             raise failure
         try:
-            response: AgentResponse = await call.start(stream=False)
+            response: AgentResponse = await _unless_fenced(writer, call.start(stream=False))
+        except _Fenced:
+            return AgentResponse(messages=[])
         except Exception as error:
             await self._give_up(writer, error, remember=False)
             raise
@@ -145,6 +164,37 @@ def _worth_a_whole_retry(error: Exception, budget: RunBudget) -> bool:
         return not error.final and error.retry == "run" and budget.next_try(error) is not None
     # A failure of the agent, or of a model this module does not know: worth one whole retry too.
     return budget.next_try(ModelFailure(describe(error), "run")) is not None
+
+
+async def _next_or_none(updates: ResponseStream[AgentResponseUpdate, Any]) -> AgentResponseUpdate | None:
+    try:
+        return await anext(updates)
+    except StopAsyncIteration:
+        return None
+
+
+async def _unless_fenced(writer: RunWriter, awaitable: Awaitable[T]) -> T:
+    """Await `awaitable`, unless the log refuses the attempt first: then cancel it and raise _Fenced."""
+    signal = writer.fence_signal
+    loop = asyncio.get_running_loop()
+    timer = asyncio.timeout(None)
+    waiting = True
+
+    def stop(_: object) -> None:
+        if waiting:
+            timer.reschedule(loop.time())  # cancels the await below, as an expired timeout does
+
+    signal.add_done_callback(stop)
+    try:
+        async with timer:
+            return await awaitable
+    except Exception:
+        if timer.expired() and signal.done():
+            raise _Fenced from None
+        raise
+    finally:
+        waiting = False
+        signal.remove_done_callback(stop)
 
 
 class _ModelCall:
