@@ -168,6 +168,14 @@ async def test_the_answer_streams_exactly_after_the_tools_ran_with_the_right_arg
     assert sorted(results.values()) == sorted([get_weather_forecast(**ARGS), get_local_events(**ARGS)])
 
 
+async def test_health_says_which_model_without_its_key(client: httpx.AsyncClient,
+                                                       model: ms.ScriptedModelServer) -> None:
+    health = await client.get("/api/health")
+    assert health.json()["model"] == {"kind": "openai-compatible", "host": f"127.0.0.1:{model.port}",
+                                      "name": "gpt-test"}
+    assert "test-key" not in health.text
+
+
 # --- One test per fault: the terminal a reader sees, the model requests it took, the time --------
 
 
@@ -312,6 +320,9 @@ async def test_azure_openai_answers_exactly_and_fails_readably(model: ms.Scripte
            "AZURE_OPENAI_API_KEY": "test-key", "AZURE_OPENAI_API_VERSION": "2024-10-21", **BUDGET}
     with StandaloneHost(redis_url, env, log_path=tmp_path / "host.log") as azure:
         async with httpx.AsyncClient(base_url=azure.base_url, timeout=30) as http:
+            health = (await http.get("/api/health")).json()
+            assert health["model"] == {"kind": "azure-openai", "host": f"127.0.0.1:{model.port}",
+                                       "name": "travel-gpt"}
             turn = await run_turn(http, model)
             assert_answered_in_full(turn, reset=False)
             limited = await run_turn(http, model, ms.rate_limited("1"), repeat=True)
@@ -334,6 +345,8 @@ async def test_the_functions_app_streams_the_answer_and_ends_a_refused_run_reada
         model: ms.ScriptedModelServer, redis_url: str) -> None:
     with FunctionsHost(redis_url, openai_env(model)) as functions:
         async with httpx.AsyncClient(base_url=functions.base_url, timeout=30) as http:
+            health = (await http.get("/api/health")).json()
+            assert health["model"]["kind"] == "openai-compatible"
             turn = await run_turn(http, model)
             assert_answered_in_full(turn, reset=False)
             refused = await run_turn(http, model, ms.http_error(401), conversation_id=turn.conversation_id)

@@ -85,6 +85,16 @@ def test_azure_wins_over_openai_and_never_logs_the_key() -> None:
     assert choice.description == "Azure OpenAI deployment 'gpt-4o' at https://contoso.openai.azure.com/ (API key)"
 
 
+def test_the_health_summary_names_kind_host_and_model_never_a_key() -> None:
+    azure = select_model(settings(AZURE_OPENAI_ENDPOINT="https://contoso.openai.azure.com/openai/v1/",
+                                  AZURE_OPENAI_DEPLOYMENT_NAME="gpt-4o", AZURE_OPENAI_API_KEY="azure-secret"))
+    assert azure.summary() == {"kind": "azure-openai", "host": "contoso.openai.azure.com", "name": "gpt-4o"}
+    compatible = select_model(settings(OPENAI_API_KEY="sk-secret", OPENAI_MODEL="llama3",
+                                       OPENAI_BASE_URL="http://user:pw@localhost:11434/v1?sig=abc"))
+    assert compatible.summary() == {"kind": "openai-compatible", "host": "localhost:11434", "name": "llama3"}
+    assert select_model(settings()).summary() == {"kind": "offline", "host": None, "name": "offline-demo"}
+
+
 def test_azure_without_a_key_uses_entra_id() -> None:
     base = {"AZURE_OPENAI_ENDPOINT": "https://contoso.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT_NAME": "gpt-4o"}
     assert "DefaultAzureCredential" in select_model(settings(**base)).description

@@ -66,20 +66,28 @@ ModelKind = Literal["azure-openai", "openai-compatible", "offline"]
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """Which model the agent runs on. `description` never contains a key and is safe to log."""
+    """Which model the agent runs on. Nothing here contains a key: it is safe to log and to show."""
 
     kind: ModelKind
     model: str  # the Azure deployment, the OpenAI model name, or the offline model's name
     description: str
+    host: str | None = None  # the endpoint's host (and port), for a remote model
+
+    def summary(self) -> dict[str, str | None]:
+        """What /api/health reports about the model."""
+        return {"kind": self.kind, "host": self.host, "name": self.model}
+
+
+def _host(url: str) -> str:
+    # Only the host and port: a URL can carry credentials ("https://user:secret@host/").
+    parts = urlsplit(url)
+    return f"{parts.hostname or ''}:{parts.port}" if parts.port else parts.hostname or ""
 
 
 def _loggable_url(url: str) -> str:
-    # A URL can carry credentials ("https://user:secret@host/") or a signed query string.
+    # A URL can carry credentials or a signed query string.
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return urlunsplit((parts.scheme, _host(url), parts.path, "", ""))
 
 
 def select_model(settings: Settings) -> ModelChoice:
@@ -95,13 +103,15 @@ def select_model(settings: Settings) -> ModelChoice:
             settings.azure_openai_deployment_name,
             f"Azure OpenAI deployment '{settings.azure_openai_deployment_name}' at "
             f"{_loggable_url(settings.azure_openai_endpoint)} ({auth})",
+            _host(settings.azure_openai_endpoint),
         )
     if settings.openai_api_key:
-        base_url = _loggable_url(settings.openai_base_url or "https://api.openai.com/v1")
+        base_url = settings.openai_base_url or "https://api.openai.com/v1"
         return ModelChoice(
             "openai-compatible",
             settings.openai_model,
-            f"OpenAI-compatible model '{settings.openai_model}' at {base_url} (API key)",
+            f"OpenAI-compatible model '{settings.openai_model}' at {_loggable_url(base_url)} (API key)",
+            _host(base_url),
         )
     pace = settings.offline_model_chunks_per_second
     pace_text = "full speed" if pace == 0 else f"{pace:g} chunks/s"
