@@ -443,6 +443,7 @@ class RunWriter:
         self._closed = False
         self.interrupted: str | None = None
         self.fenced: str | None = None  # "sealed" or "replaced" once the log refused a write
+        self._fence_signal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.flushes = 0
         self._task = asyncio.create_task(self._run(), name=f"run-writer:{correlation_id}")
 
@@ -450,6 +451,20 @@ class RunWriter:
     def stopped(self) -> bool:
         """True once nothing more from this attempt will reach the log."""
         return self.fenced is not None or self.interrupted is not None
+
+    @property
+    def fence_signal(self) -> asyncio.Future[str]:
+        """Done (with the reason) once the log refuses this attempt: the run was ended or replaced.
+
+        The writer learns it at its next write or lease renewal; whoever produces the run's text can
+        stop at once instead of at its next chunk (a model that has not started answering sends none).
+        """
+        return self._fence_signal
+
+    def _fence(self, reason: str) -> None:
+        self.fenced = reason
+        if not self._fence_signal.done():
+            self._fence_signal.set_result(reason)
 
     def add(self, text: str) -> None:
         if self._closed or self.stopped or not text:
@@ -527,7 +542,7 @@ class RunWriter:
         attempt = await self._retrying(
             lambda: self._log.begin_attempt(self.conversation_id, self.correlation_id))
         if attempt is None and not self.interrupted:
-            self.fenced = "sealed"  # the run already has its terminal entry: this attempt writes nothing
+            self._fence("sealed")  # the run already has its terminal entry: this attempt writes nothing
             self._pending.clear()
         self.attempt = attempt
 
@@ -540,7 +555,7 @@ class RunWriter:
         self.flushes += 1
         self._inflight_chunks = 0
         if status != "ok":
-            self.fenced = status
+            self._fence(status)
             self._pending.clear()
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:

@@ -383,7 +383,7 @@ class Chaos:
             if kind == "done":
                 expected = normalize_newlines(model.whole_text if model.fail_stream_after is not None
                                               else "".join(model.chunks))
-            elif kind == "error" and "ModelFailure" in whole[-1].data:
+            elif kind == "error" and "the model is overloaded" in whole[-1].data:
                 expected = "".join(model.chunks[: model.fail_stream_after])
         elif session.kind == "redeliver" and injected is not None and injected.writer is not None:
             writer = injected.writer

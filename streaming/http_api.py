@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -54,6 +55,7 @@ class Services:
     agent_names: tuple[str, ...]
     reading: ReadPolicy = field(default_factory=ReadPolicy)
     retry_ms: int = 1000  # the SSE `retry:` a client waits before it reconnects
+    about: Mapping[str, object] = field(default_factory=dict)  # what else /api/health reports (no secrets)
 
 
 class ApiError(Exception):
@@ -253,5 +255,5 @@ async def health(services: Services) -> Response:
         redis_state = "unreachable"
     status = 200 if redis_state == "ok" else 503
     body = {"status": "ok" if status == 200 else "degraded", "agents": list(services.agent_names),
-            "redis": redis_state}
+            "redis": redis_state, **services.about}
     return JSONResponse(body, status_code=status)

@@ -28,7 +28,14 @@ relies on, as closely as the installed packages let us check:
 
 function_app reads its settings at import time, so the environment is set
 first. It is imported once per process and re-imported (importlib.reload)
-only when a host asks for a different environment; run one host at a time.
+only when a host asks for a different environment. A reload replaces the
+module's globals, which a host already running would then serve with, so a
+host that reloaded the app reloads the one before it when it stops. The
+durable client's HTTP session is one per process too (a module global of
+azure-functions-durable, bound to the event loop that made it), so a host
+sets it aside while it runs and puts it back when it stops. A host started
+inside another's lifetime (a test's own, within the session's) thus leaves
+the outer one as it was. Serve requests from one host at a time.
 """
 
 from __future__ import annotations
@@ -103,6 +110,11 @@ class LoadedApp:
 
 
 _loaded: tuple[dict[str, str], LoadedApp] | None = None
+
+
+def loaded_environ() -> dict[str, str] | None:
+    """The environment function_app was last imported under."""
+    return dict(_loaded[0]) if _loaded is not None else None
 
 
 def load_function_app(environ: Mapping[str, str]) -> LoadedApp:
@@ -437,6 +449,8 @@ class FunctionsHost:
         self.app: LoadedApp | None = None  # function_app and its indexed functions
         self._shutdown_timeout = shutdown_timeout
         self._saved_environ: dict[str, str | None] = {}
+        self._outer_environ: dict[str, str] | None = None  # the app's environment before this host's reload
+        self._outer_session: Any = None  # the durable client's session of a host running around this one
         self._entities: EntityRunner | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -444,6 +458,9 @@ class FunctionsHost:
     def start(self, timeout: float = 30.0) -> FunctionsHost:
         self._saved_environ = {name: os.environ.get(name) for name in self.environ}
         os.environ.update(self.environ)
+        outer = loaded_environ()
+        self._outer_environ = outer if outer is not None and outer != self.environ else None
+        self._outer_session, http_utils._client_session = http_utils._client_session, None
         try:
             self.app = load_function_app(self.environ)
             functions = index_http_functions(self.app.functions, self.config.route_prefix)
@@ -498,6 +515,11 @@ class FunctionsHost:
             else:
                 os.environ[name] = value
         self._saved_environ = {}
+        if self._outer_environ is not None:
+            load_function_app(self._outer_environ)  # the outer host's environment is in os.environ again
+            self._outer_environ = None
+        if self._outer_session is not None:
+            http_utils._client_session, self._outer_session = self._outer_session, None
 
     def __enter__(self) -> FunctionsHost:
         return self.start()

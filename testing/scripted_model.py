@@ -35,7 +35,7 @@ from travelplanner.agent import AGENT_NAME
 from travelplanner.recorder import RecordedAgent, run_log_options
 
 
-class ModelFailure(RuntimeError):
+class ScriptedModelError(RuntimeError):
     """What a ScriptedModel raises when told to fail."""
 
 
@@ -65,7 +65,7 @@ class ScriptedModel(FunctionInvocationLayer[Any], BaseChatClient[Any]):
         message_id = f"msg-{uuid.uuid4().hex}"
         for index, chunk in enumerate(self.chunks):
             if self.fail_stream_after is not None and index >= self.fail_stream_after:
-                raise ModelFailure(f"the model connection dropped after {index} chunks")
+                raise ScriptedModelError(f"the model connection dropped after {index} chunks")
             if self.chunks_per_second and index:
                 await asyncio.sleep(1 / self.chunks_per_second)
             self.produced += 1
@@ -75,7 +75,7 @@ class ScriptedModel(FunctionInvocationLayer[Any], BaseChatClient[Any]):
 
     async def _whole(self) -> ChatResponse:
         if self.fail_whole:
-            raise ModelFailure("the model is overloaded (HTTP 529)")
+            raise ScriptedModelError("the model is overloaded (HTTP 529)")
         return ChatResponse(messages=[Message("assistant", [Content.from_text(self.whole_text)])],
                             created_at=datetime.now(UTC).isoformat(), finish_reason="stop")
 

@@ -316,8 +316,9 @@ def test_cancel_ends_the_run_with_one_cancelled_event(client: httpx.Client, redi
     assert client.post(f"/api/agent/stream/nobody-{uuid.uuid4().hex}/cancel").status_code == 404
 
 
-def test_health_names_the_agents_and_redis(client: httpx.Client) -> None:
+def test_health_names_the_agents_redis_and_the_model(client: httpx.Client) -> None:
     response = client.get("/api/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "agents": ["TravelPlanner"], "redis": "ok"}
+    assert response.json() == {"status": "ok", "agents": ["TravelPlanner"], "redis": "ok",
+                               "model": {"kind": "offline", "host": None, "name": "offline-demo"}}
 

@@ -33,7 +33,7 @@ from redis_stream_response_handler import (
 )
 from streaming.redis_clients import connect
 from testing.hosts import StandaloneHost
-from testing.scripted_model import ModelFailure, ScriptedModel, execute
+from testing.scripted_model import ScriptedModel, ScriptedModelError, execute
 from testing.sse import ReceivedEvent, Response, get_stream, reassemble, terminals
 from travelplanner.embedded_redis import EmbeddedRedis
 
@@ -133,11 +133,11 @@ async def test_a_model_failure_mid_stream_ends_the_run_with_one_useful_error(red
     await open_run(redis_url, conversation, run)
     model = ScriptedModel(ANSWER, fail_stream_after=5, fail_whole=True)
     outcome = await execute(model, redis_url, conversation, run, policy=POLICY, retention=RETENTION)
-    assert isinstance(outcome.error, ModelFailure)  # re-raised: the durable host records the failure
+    assert isinstance(outcome.error, ScriptedModelError)  # re-raised: the durable host records the failure
     events = run_events(await log_of(redis_url, conversation))
     assert [e.kind for e in terminals(events)] == ["error"]
     assert events[-1].kind == "error"
-    assert events[-1].data == "the agent failed (ModelFailure): the model is overloaded (HTTP 529)"
+    assert events[-1].data == "the agent failed: the model is overloaded (HTTP 529)"
     assert reassemble(events) == text_of(ANSWER[:5])
 
 

@@ -122,7 +122,8 @@ async def test_unknown_routes_get_404_json(client: httpx.AsyncClient) -> None:
 async def test_health_answers_through_the_function(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/health")
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ok", "agents": [AGENT], "redis": "ok"}
+    assert response.json() == {"status": "ok", "agents": [AGENT], "redis": "ok",
+                               "model": {"kind": "offline", "host": None, "name": "offline-demo"}}
 
 
 # --- a run -------------------------------------------------------------------------------------

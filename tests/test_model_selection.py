@@ -1,21 +1,15 @@
-"""Model selection, and the real OpenAI / Azure OpenAI clients against a fake OpenAI-compatible server.
+"""Model selection, and the real OpenAI / Azure OpenAI clients against the scripted model server.
 
-The fake server speaks the streaming Chat Completions wire format: SSE `data: {chunk}`
-lines whose `choices[0].delta` carries either `tool_calls` fragments or text, then
-`data: [DONE]`. Its first answer asks for both tools; once the request carries `role:
-tool` messages it streams a short text that quotes them, so a passing test proves the
-framework ran the tools and sent their results back.
+The server (testing/model_server.py) speaks the streaming Chat Completions wire format on each URL shape
+the app uses. Its first answer asks for both tools; once the request carries the tools' results it
+streams an answer that quotes them, so a passing test proves the framework ran the tools and sent their
+results back.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from agent_framework import Agent
@@ -23,118 +17,44 @@ from agent_framework_openai import OpenAIChatCompletionClient
 from azure.core.credentials import AccessToken
 from openai import AsyncAzureOpenAI
 
+from testing import model_server as ms
 from tools import get_local_events, get_weather_forecast
 from travelplanner import agent as agent_module
 from travelplanner.agent import AGENT_NAME, INSTRUCTIONS, build_agent, build_chat_client, select_model
 from travelplanner.offline_model import OfflineTravelModel
 from travelplanner.settings import Settings
 
-FINAL_WORDS = ["Day 1 — ", "Lisbon ", "looks ", "good: "]
-
-
-@dataclass
-class Seen:
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
-class FakeOpenAI:
-    url: str
-    requests: list[Seen] = field(default_factory=list)
-
-
-def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-    payload = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1767225600, "model": "fake",
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
-
-
-def _tool_call_chunks() -> Iterator[bytes]:
-    calls = [("get_weather_forecast", {"destination": "Lisbon", "date": "2026-12-02"}),
-             ("get_local_events", {"destination": "Lisbon", "date": "2026-12-02"})]
-    yield _chunk({"role": "assistant", "content": None})
-    for index, (name, args) in enumerate(calls):
-        arguments = json.dumps(args)
-        yield _chunk({"tool_calls": [{"index": index, "id": f"call_{index}", "type": "function",
-                                      "function": {"name": name, "arguments": ""}}]})
-        # Arguments arrive in fragments, as real models send them.
-        for start in range(0, len(arguments), 12):
-            yield _chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments[start:start + 12]}}]})
-    yield _chunk({}, "tool_calls")
-
-
-def _text_chunks(tool_messages: list[dict[str, Any]]) -> Iterator[bytes]:
-    weather = next(m["content"] for m in tool_messages if m["tool_call_id"] == "call_0")
-    yield _chunk({"role": "assistant", "content": ""})
-    for word in [*FINAL_WORDS, weather]:
-        yield _chunk({"content": word})
-    yield _chunk({}, "stop")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        parts = urlsplit(self.path)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.fake.requests.append(
-            Seen(parts.path, parse_qs(parts.query), {k.lower(): v for k, v in self.headers.items()}, body))
-        if not parts.path.endswith("/chat/completions") or not body.get("stream"):
-            self.send_error(404 if body.get("stream") else 400)
-            return
-        tool_messages = [m for m in body["messages"] if m["role"] == "tool"]
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        for chunk in _text_chunks(tool_messages) if tool_messages else _tool_call_chunks():
-            self.wfile.write(chunk)
-            self.wfile.flush()
-        self.wfile.write(b"data: [DONE]\n\n")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeOpenAI
+ARGS = {"destination": "Tokyo", "date": "2026-12-02"}
 
 
 @pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    server = _Server(("127.0.0.1", 0), _Handler)
-    server.fake = FakeOpenAI(f"http://127.0.0.1:{server.server_address[1]}")
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-openai", daemon=True)
-    thread.start()
-    yield server.fake
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def server() -> Iterator[ms.ScriptedModelServer]:
+    with ms.ScriptedModelServer() as running:
+        yield running
 
 
 def settings(**values: str) -> Settings:
     return Settings.from_env(values)
 
 
-async def run_and_check_tool_round_trip(agent: Agent, fake: FakeOpenAI) -> list[Seen]:
-    stream = agent.run("Plan a day in Lisbon", stream=True)
-    texts = [update.text async for update in stream if update.text]
-    final = await stream.get_final_response()
+async def run_and_check_tool_round_trip(agent: Agent, server: ms.ScriptedModelServer) -> list[ms.RecordedRequest]:
+    try:
+        stream = agent.run("Plan a day in Tokyo", stream=True)
+        texts = [update.text async for update in stream if update.text]
+        final = await stream.get_final_response()
+    finally:
+        await agent.client.client.close()  # type: ignore[attr-defined]
 
-    weather = get_weather_forecast("Lisbon", "2026-12-02")
-    assert texts == [*FINAL_WORDS, weather]
-    assert final.text == "".join(FINAL_WORDS) + weather
+    weather, events = get_weather_forecast(**ARGS), get_local_events(**ARGS)
+    assert "".join(texts) == final.text == server.conversation.answer_text([weather, events])
+    assert len(texts) > 20  # streamed in small deltas
 
-    first, second = fake.requests
+    first, second = server.requests
     assert first.body["messages"][0] == {"role": "system", "content": INSTRUCTIONS}
-    offered = {t["function"]["name"] for t in first.body["tools"]}
-    assert offered == {"get_weather_forecast", "get_local_events"}
-    tool_messages = {m["tool_call_id"]: m["content"] for m in second.body["messages"] if m["role"] == "tool"}
-    assert tool_messages == {"call_0": weather, "call_1": get_local_events("Lisbon", "2026-12-02")}
+    assert {t["function"]["name"] for t in first.body["tools"]} == {"get_weather_forecast", "get_local_events"}
+    tool_messages = {m["tool_call_id"]: m["content"] for m in second.messages if m["role"] == "tool"}
+    assert tool_messages == {"call_1_weather": weather, "call_1_events": events}
+    assert first.stream and second.stream
     return [first, second]
 
 
@@ -165,6 +85,16 @@ def test_azure_wins_over_openai_and_never_logs_the_key() -> None:
     assert choice.description == "Azure OpenAI deployment 'gpt-4o' at https://contoso.openai.azure.com/ (API key)"
 
 
+def test_the_health_summary_names_kind_host_and_model_never_a_key() -> None:
+    azure = select_model(settings(AZURE_OPENAI_ENDPOINT="https://contoso.openai.azure.com/openai/v1/",
+                                  AZURE_OPENAI_DEPLOYMENT_NAME="gpt-4o", AZURE_OPENAI_API_KEY="azure-secret"))
+    assert azure.summary() == {"kind": "azure-openai", "host": "contoso.openai.azure.com", "name": "gpt-4o"}
+    compatible = select_model(settings(OPENAI_API_KEY="sk-secret", OPENAI_MODEL="llama3",
+                                       OPENAI_BASE_URL="http://user:pw@localhost:11434/v1?sig=abc"))
+    assert compatible.summary() == {"kind": "openai-compatible", "host": "localhost:11434", "name": "llama3"}
+    assert select_model(settings()).summary() == {"kind": "offline", "host": None, "name": "offline-demo"}
+
+
 def test_azure_without_a_key_uses_entra_id() -> None:
     base = {"AZURE_OPENAI_ENDPOINT": "https://contoso.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT_NAME": "gpt-4o"}
     assert "DefaultAzureCredential" in select_model(settings(**base)).description
@@ -187,35 +117,35 @@ def test_the_agent_is_named_and_has_both_tools() -> None:
     assert {t.name for t in tools} == {"get_weather_forecast", "get_local_events"}
 
 
-# --- The real clients against the fake server ----------------------------------------------------
+# --- The real clients against the scripted server ------------------------------------------------
 
 
-async def test_openai_compatible_client_streams_after_calling_the_tools(fake_openai: FakeOpenAI) -> None:
-    config = settings(OPENAI_API_KEY="sk-test", OPENAI_MODEL="fake-model", OPENAI_BASE_URL=f"{fake_openai.url}/v1")
+async def test_openai_compatible_client_streams_after_calling_the_tools(server: ms.ScriptedModelServer) -> None:
+    config = settings(OPENAI_API_KEY="test-key", OPENAI_MODEL="fake-model", OPENAI_BASE_URL=server.base_url)
     agent = build_agent(config)
     assert isinstance(agent.client, OpenAIChatCompletionClient)
 
-    for seen in await run_and_check_tool_round_trip(agent, fake_openai):
+    for seen in await run_and_check_tool_round_trip(agent, server):
         assert seen.path == "/v1/chat/completions"
-        assert seen.headers["authorization"] == "Bearer sk-test"
-        assert seen.body["model"] == "fake-model" and seen.body["stream"] is True
+        assert seen.headers["authorization"] == "Bearer test-key"
+        assert seen.body["model"] == "fake-model"
 
 
-async def test_azure_openai_client_with_an_api_key(fake_openai: FakeOpenAI) -> None:
-    config = settings(AZURE_OPENAI_ENDPOINT=fake_openai.url, AZURE_OPENAI_DEPLOYMENT_NAME="travel-gpt",
-                      AZURE_OPENAI_API_KEY="azure-test-key", AZURE_OPENAI_API_VERSION="2024-10-21")
+async def test_azure_openai_client_with_an_api_key(server: ms.ScriptedModelServer) -> None:
+    config = settings(AZURE_OPENAI_ENDPOINT=server.azure_endpoint, AZURE_OPENAI_DEPLOYMENT_NAME="travel-gpt",
+                      AZURE_OPENAI_API_KEY="test-key", AZURE_OPENAI_API_VERSION="2024-10-21")
     agent = build_agent(config)
     assert isinstance(agent.client.client, AsyncAzureOpenAI)
 
-    for seen in await run_and_check_tool_round_trip(agent, fake_openai):
+    for seen in await run_and_check_tool_round_trip(agent, server):
         assert seen.path == "/openai/deployments/travel-gpt/chat/completions"
-        assert seen.query["api-version"] == ["2024-10-21"]
-        assert seen.headers["api-key"] == "azure-test-key"
+        assert seen.query["api-version"] == "2024-10-21"
+        assert seen.headers["api-key"] == "test-key"
         assert "authorization" not in seen.headers
 
 
 class _FixedToken:
-    """A TokenCredential that hands out one token, standing in for DefaultAzureCredential."""
+    """A TokenCredential that hands out the server's Entra ID token, standing in for DefaultAzureCredential."""
 
     def __init__(self) -> None:
         self.scopes: list[tuple[str, ...]] = []
@@ -225,22 +155,24 @@ class _FixedToken:
         return AccessToken("entra-token", 4102444800)
 
 
-async def test_azure_openai_client_with_entra_id(fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("shape", ["deployments", "v1"])
+async def test_azure_openai_client_with_entra_id(server: ms.ScriptedModelServer, shape: str) -> None:
     credential = _FixedToken()
-    monkeypatch.setattr(agent_module, "_azure_credential", lambda _settings: credential)
-    config = settings(AZURE_OPENAI_ENDPOINT=fake_openai.url, AZURE_OPENAI_DEPLOYMENT_NAME="travel-gpt")
+    endpoint = server.azure_endpoint if shape == "deployments" else server.azure_v1_base_url
+    config = settings(AZURE_OPENAI_ENDPOINT=endpoint, AZURE_OPENAI_DEPLOYMENT_NAME="travel-gpt")
+    agent = build_agent(config, build_chat_client(config, credential=credential))
 
-    for seen in await run_and_check_tool_round_trip(build_agent(config), fake_openai):
-        assert seen.path == "/openai/deployments/travel-gpt/chat/completions"
+    for seen in await run_and_check_tool_round_trip(agent, server):
+        assert seen.api == ("azure" if shape == "deployments" else "azure-v1")
         assert seen.headers["authorization"] == "Bearer entra-token"
         assert "api-key" not in seen.headers
     assert credential.scopes and credential.scopes[0] == ("https://cognitiveservices.azure.com/.default",)
 
 
-async def test_azure_v1_endpoint_is_used_as_a_base_url(fake_openai: FakeOpenAI) -> None:
-    config = settings(AZURE_OPENAI_ENDPOINT=f"{fake_openai.url}/openai/v1/", AZURE_OPENAI_DEPLOYMENT_NAME="travel-gpt",
-                      AZURE_OPENAI_API_KEY="azure-test-key")
+async def test_azure_v1_endpoint_is_used_as_a_base_url(server: ms.ScriptedModelServer) -> None:
+    config = settings(AZURE_OPENAI_ENDPOINT=server.azure_v1_base_url, AZURE_OPENAI_DEPLOYMENT_NAME="travel-gpt",
+                      AZURE_OPENAI_API_KEY="test-key")
 
-    for seen in await run_and_check_tool_round_trip(build_agent(config), fake_openai):
+    for seen in await run_and_check_tool_round_trip(build_agent(config), server):
         assert seen.path == "/openai/v1/chat/completions"
         assert seen.body["model"] == "travel-gpt"

@@ -49,6 +49,23 @@ def test_a_writer_outage_allowance_must_be_shorter_than_the_stall_time() -> None
         Settings.from_env({"STREAM_STALL_SECONDS": "10", "REDIS_OUTAGE_SECONDS": "10"})
 
 
+def test_the_model_budget_has_defaults_and_bounds() -> None:
+    settings = Settings.from_env({})
+    assert (settings.model_connect_seconds, settings.model_first_byte_seconds, settings.model_idle_seconds) == (
+        10, 60, 30)
+    assert (settings.model_tries, settings.model_retry_after_max_seconds, settings.model_run_seconds) == (3, 30, 300)
+    with pytest.raises(SettingsError, match="MODEL_TRIES"):
+        Settings.from_env({"MODEL_TRIES": "0"})
+
+
+def test_a_remote_models_run_must_end_before_the_next_turns_start_allowance() -> None:
+    remote = {"OPENAI_API_KEY": "sk-test", "STREAM_START_SECONDS": "120"}
+    with pytest.raises(SettingsError, match="MODEL_RUN_SECONDS must be shorter than STREAM_START_SECONDS"):
+        Settings.from_env({**remote, "MODEL_RUN_SECONDS": "120"})
+    assert Settings.from_env({**remote, "MODEL_RUN_SECONDS": "100"}).model_run_seconds == 100
+    assert Settings.from_env({"STREAM_START_SECONDS": "2"}).model_run_seconds == 300  # the offline model has none
+
+
 def test_blank_values_mean_unset() -> None:
     settings = Settings.from_env({"REDIS_CONNECTION_STRING": "  ", "PORT": ""})
     assert settings.port == 7071 and settings.redis_url is None
@@ -57,6 +74,15 @@ def test_blank_values_mean_unset() -> None:
 def test_the_process_environment_is_read_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAM_RETRY_MS", "2500")
     assert Settings.from_env().stream_retry_ms == 2500
+
+
+def test_given_values_are_read_alone_whatever_the_process_environment_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: pydantic-settings read the environment on validation too, so a Functions host running in the
+    same test process (which sets REDIS_CONNECTION_STRING) changed what from_env({}) returned."""
+    monkeypatch.setenv("REDIS_CONNECTION_STRING", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("PORT", "9999")
+    assert Settings.from_env({}).redis_url is None and Settings.from_env({}).port == 7071
+    assert Settings.from_env({"PORT": "8000"}).port == 8000 and Settings.from_env().port == 9999
 
 
 def test_readme_documents_every_setting() -> None:

@@ -8,7 +8,8 @@
 2. An OpenAI-compatible endpoint when OPENAI_API_KEY is set (OPENAI_BASE_URL, OPENAI_MODEL).
 3. Otherwise the offline demo model, which is not AI (see offline_model.py).
 
-Both remote kinds use the Chat Completions client of agent-framework-openai.
+Both remote kinds use the Chat Completions client of agent-framework-openai, held to
+the run's budget of time and tries (`model_client.BudgetedChatClient`, the MODEL_* settings).
 Known limit: that client still falls back to its own environment variables for
 anything passed as None (for example AZURE_OPENAI_BASE_URL or OPENAI_ORG_ID);
 everything this app configures is passed explicitly.
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from agent_framework import Agent, SupportsChatGetResponse
 
 from tools import travel_tools
+from travelplanner.model_budget import ModelPolicy
 from travelplanner.offline_model import OFFLINE_MODEL_NAME, OfflineTravelModel
 from travelplanner.settings import Settings
 
@@ -64,20 +66,28 @@ ModelKind = Literal["azure-openai", "openai-compatible", "offline"]
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """Which model the agent runs on. `description` never contains a key and is safe to log."""
+    """Which model the agent runs on. Nothing here contains a key: it is safe to log and to show."""
 
     kind: ModelKind
     model: str  # the Azure deployment, the OpenAI model name, or the offline model's name
     description: str
+    host: str | None = None  # the endpoint's host (and port), for a remote model
+
+    def summary(self) -> dict[str, str | None]:
+        """What /api/health reports about the model."""
+        return {"kind": self.kind, "host": self.host, "name": self.model}
+
+
+def _host(url: str) -> str:
+    # Only the host and port: a URL can carry credentials ("https://user:secret@host/").
+    parts = urlsplit(url)
+    return f"{parts.hostname or ''}:{parts.port}" if parts.port else parts.hostname or ""
 
 
 def _loggable_url(url: str) -> str:
-    # A URL can carry credentials ("https://user:secret@host/") or a signed query string.
+    # A URL can carry credentials or a signed query string.
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return urlunsplit((parts.scheme, _host(url), parts.path, "", ""))
 
 
 def select_model(settings: Settings) -> ModelChoice:
@@ -93,13 +103,15 @@ def select_model(settings: Settings) -> ModelChoice:
             settings.azure_openai_deployment_name,
             f"Azure OpenAI deployment '{settings.azure_openai_deployment_name}' at "
             f"{_loggable_url(settings.azure_openai_endpoint)} ({auth})",
+            _host(settings.azure_openai_endpoint),
         )
     if settings.openai_api_key:
-        base_url = _loggable_url(settings.openai_base_url or "https://api.openai.com/v1")
+        base_url = settings.openai_base_url or "https://api.openai.com/v1"
         return ModelChoice(
             "openai-compatible",
             settings.openai_model,
-            f"OpenAI-compatible model '{settings.openai_model}' at {base_url} (API key)",
+            f"OpenAI-compatible model '{settings.openai_model}' at {_loggable_url(base_url)} (API key)",
+            _host(base_url),
         )
     pace = settings.offline_model_chunks_per_second
     pace_text = "full speed" if pace == 0 else f"{pace:g} chunks/s"
@@ -121,16 +133,21 @@ def _azure_credential(settings: Settings) -> Any:
     return DefaultAzureCredential()
 
 
-def build_chat_client(settings: Settings) -> SupportsChatGetResponse[Any]:
-    """The chat client `select_model` chose. Building one makes no network call."""
+def build_chat_client(settings: Settings, *, credential: Any = None) -> SupportsChatGetResponse[Any]:
+    """The chat client `select_model` chose. Building one makes no network call.
+
+    `credential`: the Entra ID token credential for Azure OpenAI without a key (default: DefaultAzureCredential).
+    """
     choice = select_model(settings)
     if choice.kind == "offline":
         return OfflineTravelModel(chunks_per_second=settings.offline_model_chunks_per_second)
 
-    from agent_framework_openai import OpenAIChatCompletionClient
+    from travelplanner.model_client import BudgetedChatClient  # the OpenAI SDK loads only when it is used
 
+    policy = ModelPolicy.from_settings(settings)
     if choice.kind == "openai-compatible":
-        return OpenAIChatCompletionClient(
+        return BudgetedChatClient(
+            policy=policy,
             model=settings.openai_model,
             api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
             base_url=settings.openai_base_url,
@@ -142,9 +159,10 @@ def build_chat_client(settings: Settings) -> SupportsChatGetResponse[Any]:
              else {"azure_endpoint": endpoint})
     auth: dict[str, Any] = (
         {"api_key": settings.azure_openai_api_key.get_secret_value()} if settings.azure_openai_api_key
-        else {"credential": _azure_credential(settings)}
+        else {"credential": credential or _azure_credential(settings)}
     )
-    return OpenAIChatCompletionClient(
+    return BudgetedChatClient(
+        policy=policy,
         model=settings.azure_openai_deployment_name,
         api_version=settings.azure_openai_api_version,
         **where,

@@ -1,38 +1,52 @@
 """The agent as the durable host runs it: every run's answer is recorded in the run log.
 
-The durable entity calls `run(stream=True)` once per execution of a run, so
-each call is one attempt: a redelivered run (the same correlation id executed
-again) starts a new attempt, which fences off the old one and tells readers
-to discard its text. Failures are caught here, where they happen, because
-the host's own callbacks are not called when a run fails:
+The durable entity calls `run(stream=True)` once per execution of a run, so each call is one attempt:
+a redelivered run (the same correlation id executed again) starts a new attempt, which fences off the
+old one and tells readers to discard its text. Each attempt has one model budget (`RunBudget`: the
+MODEL_* settings) for all its model requests, retries and fallback included.
 
-- the streamed model call fails: the run falls back to one non-streaming call;
-  readers get a `reset` (when partial text had been streamed) and then the
-  complete answer, then `done`;
-- the fallback fails too: the run ends with `error` and the failure is
-  re-raised so the durable host records it; the host's own non-streaming
-  retry that follows is answered with the same failure, not a second call.
+Failures are caught here, where they happen, because the host's own callbacks are not called when a
+run fails. When the streamed call fails:
 
-The run log is addressed through the run request's options (set by the HTTP
-contract when it dispatches the run); they are removed before the model sees
-them. A run without them is passed through unrecorded.
+- if its answer had begun and broke off (a cut connection, a stall, an early end, a malformed chunk,
+  or a failure no rule here knows), the call runs once more without streaming, if the budget allows
+  one more try: readers get a `reset` (when partial text had been streamed), the complete answer, `done`;
+- anything else is not run again: the service refused the request, or the chat client already retried
+  it as long as the budget allowed, or the budget is spent, so it would fail the same way;
+- a run that gives up ends with one `error` whose text is one sentence (`model_failures.describe`); the
+  detail goes to the log. The failure is re-raised so the durable host records it, and the host's own
+  non-streaming retry that follows is answered with the same failure, not another model call, so the
+  conversation's next turn can start.
+
+A run stopped from outside (cancelled, or replaced by a redelivery) stops its model at once, also while
+it waits for a first chunk, and returns what it has. What a run is given and what it returns is cleaned
+of tool calls no result answers (`history`): the durable host stores a stopped run's partial answer as
+history, and an unanswered call in it would make the model refuse every later turn.
+
+The run log is addressed through the run request's options (set by the HTTP contract when it dispatches
+the run); they are removed before the model sees them. A run without them is passed through unrecorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from agent_framework import AgentResponse, AgentResponseUpdate, ResponseStream
 
 from redis_stream_response_handler import RunLog, RunWriter, WritePolicy
+from travelplanner.history import answered_history, answered_response
+from travelplanner.model_budget import BUDGET_KWARG, ModelPolicy, RunBudget
+from travelplanner.model_failures import ModelFailure, describe
 
 logger = logging.getLogger(__name__)
 
 RUN_LOG_OPTION = "run_log"
 _FAILURE_MEMORY = 1000
+T = TypeVar("T")
 
 
 def run_log_options(conversation_id: str, correlation_id: str) -> dict[str, Any]:
@@ -40,66 +54,77 @@ def run_log_options(conversation_id: str, correlation_id: str) -> dict[str, Any]
     return {RUN_LOG_OPTION: {"conversation_id": conversation_id, "correlation_id": correlation_id}}
 
 
-def describe_failure(error: BaseException) -> str:
-    text = str(error).strip() or "no details"
-    return f"the agent failed ({type(error).__name__}): {text[:500]}"
+class _Fenced(Exception):
+    """The log refused this attempt (the run was cancelled, or replaced): stop producing its answer."""
 
 
 class RecordedAgent:
-    def __init__(self, agent: Any, run_log: Callable[[], RunLog], policy: WritePolicy) -> None:
+    def __init__(self, agent: Any, run_log: Callable[[], RunLog], policy: WritePolicy,
+                 model_policy: ModelPolicy | None = None) -> None:
         self.agent = agent
         self.name: str = agent.name
         self.id: str = getattr(agent, "id", agent.name)
         self.description: str | None = getattr(agent, "description", None)
         self._run_log = run_log  # the log bound to the calling event loop
         self._policy = policy
+        self._model_policy = model_policy or ModelPolicy()
         self._failed: OrderedDict[str, BaseException] = OrderedDict()
 
     def run(self, messages: Any = None, *, stream: bool = False, session: Any = None, **kwargs: Any) -> Any:
         options = dict(kwargs.pop("options", None) or {})
         target = options.pop(RUN_LOG_OPTION, None)
         kwargs["options"] = options
+        messages = answered_history(messages)
         if not isinstance(target, Mapping):
             return self.agent.run(messages, stream=stream, session=session, **kwargs)
+        budget = self._model_policy.budget()
+        kwargs["client_kwargs"] = {**(kwargs.get("client_kwargs") or {}), BUDGET_KWARG: budget}
         call = _ModelCall(self.agent, messages, session, kwargs)
         writer = self._run_log().writer(target["conversation_id"], target["correlation_id"], self._policy)
         if stream:
             outcome: dict[str, AgentResponse] = {}
-            return ResponseStream(self._stream(call, writer, outcome), finalizer=lambda _updates: outcome["response"])
+            stream_of_updates = self._stream(call, writer, budget, outcome)
+            return ResponseStream(stream_of_updates, finalizer=lambda _updates: outcome["response"])
         return self._run_whole(call, writer)
 
-    async def _stream(
-        self, call: _ModelCall, writer: RunWriter, outcome: dict[str, AgentResponse]
-    ) -> AsyncIterator[AgentResponseUpdate]:
+    async def _stream(self, call: _ModelCall, writer: RunWriter, budget: RunBudget,
+                      outcome: dict[str, AgentResponse]) -> AsyncIterator[AgentResponseUpdate]:
         updates: list[AgentResponseUpdate] = []
         streamed: list[str] = []
         try:
-            inner = call.start(stream=True)
-            async for update in inner:
-                updates.append(update)
-                if update.text:
-                    writer.add(update.text)
-                    streamed.append(update.text)
-                yield update
-                if writer.stopped and writer.fenced:
-                    # Cancelled, stalled out or replaced: stop generating; the log already says why.
-                    logger.info("run %s stopped early: %s", writer.correlation_id, writer.fenced)
-                    outcome["response"] = AgentResponse.from_updates(updates)
-                    return
-            response = await inner.get_final_response()
+            async with call.start(stream=True) as inner:
+                while (update := await _unless_fenced(writer, _next_or_none(inner))) is not None:
+                    updates.append(update)
+                    if update.text:
+                        writer.add(update.text)
+                        streamed.append(update.text)
+                    yield update
+                    if writer.stopped and writer.fenced:
+                        raise _Fenced
+                response = await inner.get_final_response()
+        except _Fenced:
+            logger.info("run %s stopped early: %s", writer.correlation_id, writer.fenced)
+            outcome["response"] = answered_response(AgentResponse.from_updates(updates))
+            return
         except Exception as error:
-            logger.warning("streamed run %s failed (%s); retrying without streaming", writer.correlation_id, error)
-            response = await self._fall_back(call, writer, "".join(streamed))
+            if not _worth_a_whole_retry(error, budget):
+                await self._give_up(writer, error)
+                raise
+            logger.warning("streamed run %s broke off (%s); running it again without streaming",
+                           writer.correlation_id, describe(error))
+            try:
+                response = await self._fall_back(call, writer, "".join(streamed))
+            except _Fenced:
+                outcome["response"] = answered_response(AgentResponse.from_updates(updates))
+                return
+            except Exception as fallback_error:
+                await self._give_up(writer, fallback_error)
+                raise
         outcome["response"] = response
         await writer.finish("done")
 
     async def _fall_back(self, call: _ModelCall, writer: RunWriter, streamed: str) -> AgentResponse:
-        try:
-            response: AgentResponse = await call.start(stream=False)
-        except Exception as error:
-            await writer.finish("error", describe_failure(error))
-            self._remember_failure(writer.correlation_id, error)
-            raise
+        response: AgentResponse = await _unless_fenced(writer, call.start(stream=False))
         if streamed and response.text != streamed:
             writer.reset("the streamed answer failed; the complete answer follows")
             writer.add(response.text)
@@ -113,18 +138,63 @@ class RecordedAgent:
             await writer.abandon()  # this attempt already ended the run with its error
             raise failure
         try:
-            response: AgentResponse = await call.start(stream=False)
+            response: AgentResponse = await _unless_fenced(writer, call.start(stream=False))
+        except _Fenced:
+            return AgentResponse(messages=[])
         except Exception as error:
-            await writer.finish("error", describe_failure(error))
+            await self._give_up(writer, error, remember=False)
             raise
         writer.add(response.text)
         await writer.finish("done")
         return response
 
-    def _remember_failure(self, correlation_id: str, error: BaseException) -> None:
-        self._failed[correlation_id] = error
-        while len(self._failed) > _FAILURE_MEMORY:
-            self._failed.popitem(last=False)
+    async def _give_up(self, writer: RunWriter, error: BaseException, *, remember: bool = True) -> None:
+        sentence = describe(error)
+        logger.warning("run %s failed: %s", writer.correlation_id, sentence, exc_info=error)
+        await writer.finish("error", sentence)
+        if remember:
+            self._failed[writer.correlation_id] = error
+            while len(self._failed) > _FAILURE_MEMORY:
+                self._failed.popitem(last=False)
+
+
+def _worth_a_whole_retry(error: Exception, budget: RunBudget) -> bool:
+    """The fallback rule: an answer that broke off after it began, and a try left in the budget."""
+    if isinstance(error, ModelFailure):
+        return not error.final and error.retry == "run" and budget.next_try(error) is not None
+    # A failure of the agent, or of a model this module does not know: worth one whole retry too.
+    return budget.next_try(ModelFailure(describe(error), "run")) is not None
+
+
+async def _next_or_none(updates: ResponseStream[AgentResponseUpdate, Any]) -> AgentResponseUpdate | None:
+    try:
+        return await anext(updates)
+    except StopAsyncIteration:
+        return None
+
+
+async def _unless_fenced(writer: RunWriter, awaitable: Awaitable[T]) -> T:
+    """Await `awaitable`, unless the log refuses the attempt first: then cancel it and raise _Fenced."""
+    signal = writer.fence_signal
+    loop = asyncio.get_running_loop()
+    timer = asyncio.timeout(None)
+    waiting = True
+
+    def stop(_: object) -> None:
+        if waiting:
+            timer.reschedule(loop.time())  # cancels the await below, as an expired timeout does
+
+    signal.add_done_callback(stop)
+    try:
+        async with timer:
+            return await awaitable
+    except Exception:
+        if timer.expired() and signal.done():
+            raise _Fenced from None
+        raise
+    finally:
+        waiting = False
+        signal.remove_done_callback(stop)
 
 
 class _ModelCall:

@@ -10,11 +10,14 @@ these fields by the tests, so the three cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_ONLY_GIVEN: ContextVar[bool] = ContextVar("only_given_settings", default=False)
 
 
 class SettingsError(ValueError):
@@ -68,6 +71,18 @@ class Settings(BaseSettings):
     openai_model: str = Field("gpt-4o-mini", description="Model name for the OpenAI-compatible endpoint.")
     offline_model_chunks_per_second: float = Field(40, ge=0, description="Pace of the offline demo model; 0 "
                                                                          "streams at full speed.")
+    # --- The model's budget per run (OpenAI and Azure OpenAI)
+    model_connect_seconds: float = Field(10, gt=0, description="Longest wait to connect to the model service.")
+    model_first_byte_seconds: float = Field(60, gt=0, description="Longest wait for the first chunk of a streamed "
+                                                                  "model request.")
+    model_idle_seconds: float = Field(30, gt=0, description="Longest silence between two chunks of a streamed "
+                                                            "model answer.")
+    model_tries: int = Field(3, ge=1, le=10, description="Failed model requests a run accepts before it gives up "
+                                                         "(first tries, retries and the fallback together).")
+    model_retry_after_max_seconds: float = Field(30, ge=0, description="The longest Retry-After a run waits for; "
+                                                                       "a longer one ends the run at once.")
+    model_run_seconds: float = Field(300, gt=0, description="The time a run may spend on the model in all, "
+                                                            "retries and waits included.")
     # --- The standalone host
     host: str = Field("127.0.0.1", description="Address the standalone host binds.")
     port: int = Field(7071, ge=0, le=65535, description="Port the standalone host binds.")
@@ -108,15 +123,38 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_OUTAGE_SECONDS must be shorter than STREAM_STALL_SECONDS")
         return self
 
+    @model_validator(mode="after")
+    def _model_run_shorter_than_start(self) -> Settings:
+        remote = self.openai_api_key or (self.azure_openai_endpoint and self.azure_openai_deployment_name)
+        if remote and self.model_run_seconds >= self.stream_start_seconds:
+            # A conversation's next turn waits for the run before it: it must begin before its start allowance ends.
+            raise ValueError("MODEL_RUN_SECONDS must be shorter than STREAM_START_SECONDS")
+        return self
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """The process environment's settings, or exactly those of `environ` (nothing else is read)."""
         try:
             if environ is None:
                 return cls()
-            return cls.model_validate({name.lower(): value for name, value in environ.items()})
+            given = _ONLY_GIVEN.set(True)
+            try:
+                return cls.model_validate({name.lower(): value for name, value in environ.items()})
+            finally:
+                _ONLY_GIVEN.reset(given)
         except ValidationError as error:
             raise SettingsError(_describe(error)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # pydantic-settings reads the process environment on validation too; from_env(environ) must not.
+        if _ONLY_GIVEN.get():
+            return (init_settings,)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     # --- in the units the code uses
 

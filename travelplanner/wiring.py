@@ -15,7 +15,8 @@ from streaming.http_api import RunDispatcher, Services
 from streaming.live_tail import LiveTail
 from streaming.reader import ReadPolicy
 from streaming.redis_clients import TAIL_BLOCK_SECONDS, PerLoop, connect
-from travelplanner.agent import AGENT_NAME, build_agent
+from travelplanner.agent import AGENT_NAME, build_agent, select_model
+from travelplanner.model_budget import ModelPolicy
 from travelplanner.recorder import RecordedAgent
 from travelplanner.settings import Settings
 
@@ -32,6 +33,7 @@ class Wiring:
                                         outage_seconds=settings.redis_outage_seconds, liveness=self.liveness)
         self.read_policy = ReadPolicy(max_seconds=settings.stream_max_seconds,
                                       heartbeat_seconds=settings.stream_heartbeat_seconds, liveness=self.liveness)
+        self.model = select_model(settings)
         self.run_log = PerLoop(lambda: RunLog(self._redis(), self.retention))
         self.live_tail = PerLoop(self._start_tail)
 
@@ -46,12 +48,13 @@ class Wiring:
 
     def agent(self) -> RecordedAgent:
         """TravelPlanner as the durable host runs it: every run recorded in the run log."""
-        return RecordedAgent(build_agent(self.settings), self.run_log, self.write_policy)
+        return RecordedAgent(build_agent(self.settings), self.run_log, self.write_policy,
+                             ModelPolicy.from_settings(self.settings))
 
     def services(self, dispatcher: RunDispatcher | None) -> Services:
         """The HTTP contract's services on the calling event loop."""
         return Services(self.run_log(), self.live_tail(), dispatcher, (AGENT_NAME,), self.read_policy,
-                        self.settings.stream_retry_ms)
+                        self.settings.stream_retry_ms, {"model": self.model.summary()})
 
     async def close_current_loop(self) -> None:
         """Stop this loop's live tail and close its Redis pool (the process is shutting down)."""
