@@ -8,24 +8,28 @@ the worker's event loop, so stream readers do not take pool threads.
 
 Each case starts more runs than the pool has threads and reads them all as SSE at once, then takes each
 run's busy interval from its events (its first chunk to its terminal event, by the time in their Redis
-entry ids) and
-counts how many overlap at most: exactly the pool size.
+entry ids) and counts how many overlap at most: exactly the pool size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 
 import httpx
 import pytest
 
+from testing import ROOT
 from testing.functions_worker import FunctionsWorkerHost, worker_python_or_skip
 from testing.sse import ReceivedEvent, get_stream
 
-# As infra/app/api.bicep sets it (and host.json's maxConcurrentEntityFunctions); None: unset.
-DEPLOYED_THREADS = 16
+# PYTHON_THREADPOOL_THREAD_COUNT as the deployment sets it (infra/app/api.bicep, equal to host.json's
+# maxConcurrentEntityFunctions), and Python's default when it is unset.
+_AGENT_RUNS = re.search(r"^var\s+agentRunsPerInstance\s*=\s*(\d+)", (ROOT / "infra/app/api.bicep").read_text(), re.M)
+assert _AGENT_RUNS is not None, "infra/app/api.bicep: var agentRunsPerInstance"
+DEPLOYED_THREADS = int(_AGENT_RUNS[1])
 DEFAULT_THREADS = min(32, (os.cpu_count() or 1) + 4)
 EXTRA_RUNS = 2  # beyond the pool: these must wait for a thread
 PACE = "40"  # chunks a second from the offline model: a run takes about 5 s, far longer than starting them all
