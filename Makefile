@@ -7,15 +7,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 7071
 
-.PHONY: setup run test lint bench chaos clean
+.PHONY: setup worker-env run test lint bench chaos clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-standalone.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
+
+# The Python 3.13 venv the tests run the Functions app's real worker in (cached in .cache/; see README).
+worker-env: setup
+	$(PY) -m testing.functions_worker
 
 run: setup
 	PORT=$(PORT) $(PY) -m travelplanner
@@ -23,7 +27,7 @@ run: setup
 lint: setup
 	$(PY) -m ruff check .
 
-test: lint
+test: lint worker-env
 	$(PY) -m pytest
 
 bench: setup
@@ -33,4 +37,4 @@ chaos: setup
 	$(PY) -m chaos --sessions 5000
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .ruff_cache
+	rm -rf $(VENV) .data .pytest_cache .ruff_cache .cache

@@ -66,9 +66,31 @@ CONTRACT_ENV = {
 }
 
 
-@pytest.fixture(scope="session", params=["standalone", "functions"])
+def _functions_hosts() -> list[str]:
+    from testing.functions_worker.environment import WorkerPythonMissing, find_python
+
+    try:
+        find_python()
+    except WorkerPythonMissing:
+        return ["functions", "functions-worker"]  # the second is skipped with the reason, or fails in CI
+    return ["functions-worker"]
+
+
+# The Functions hosts the suites run against: the deployment package under the real Python worker, and the
+# in-process double of the host and worker only where the real one cannot run (no Python 3.13 here).
+FUNCTIONS_HOSTS = _functions_hosts()
+
+
+def pytest_report_header() -> str:
+    hosts = {"functions": "in-process double (no Python 3.13 here)", "functions-worker": "real Python worker"}
+    return "Functions hosts: " + ", ".join(hosts[name] for name in FUNCTIONS_HOSTS)
+
+
+@pytest.fixture(scope="session", params=["standalone", *FUNCTIONS_HOSTS])
 def host(request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """Each host that serves the HTTP contract, started once per session on a real socket."""
+    """Each host that serves the HTTP contract, started once per session on a real socket: the standalone
+    host, function_app.py behind the in-process double of the Functions host, and the deployment package
+    under the real Python worker (testing/functions_worker)."""
     if request.param == "standalone":
         from testing.hosts import StandaloneHost
 
@@ -76,16 +98,38 @@ def host(request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytes
         server.stream_max_seconds = float(CONTRACT_ENV["STREAM_MAX_SECONDS"])
         with server:
             yield server
-    else:
+    elif request.param == "functions":
         yield request.getfixturevalue("functions_host")
+    else:
+        yield request.getfixturevalue("functions_worker")
 
 
 @pytest.fixture(scope="session")
 def functions_host(redis_url: str) -> Iterator:
-    """function_app.py in process behind a real socket (one per process: the app is a module)."""
+    """function_app.py in process behind a real socket (one per process: the app is a module).
+
+    The double stands in for the Functions host and worker only where the real worker cannot run: where
+    Python 3.13 is missing. Elsewhere its cases are skipped: `functions-worker` runs them under the real one.
+    """
     from testing.functions_host import FunctionsHost
 
+    if "functions" not in FUNCTIONS_HOSTS:
+        pytest.skip("the real Python worker runs here (functions-worker); the in-process double stands in for it "
+                    "only where Python 3.13 is missing")
+
     server = FunctionsHost(redis_url, CONTRACT_ENV)
+    server.stream_max_seconds = float(CONTRACT_ENV["STREAM_MAX_SECONDS"])
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def functions_worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """The deployment package under the real Python worker (Python 3.13), behind the host stand-in."""
+    from testing.functions_worker import FunctionsWorkerHost, worker_python_or_skip
+
+    server = FunctionsWorkerHost(redis_url, CONTRACT_ENV, python=worker_python_or_skip(),
+                                 work_dir=tmp_path_factory.mktemp("functions-worker"))
     server.stream_max_seconds = float(CONTRACT_ENV["STREAM_MAX_SECONDS"])
     with server:
         yield server
