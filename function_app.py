@@ -56,7 +56,7 @@ async def cancel(req: Request) -> Response:
     return await http_api.cancel(req, wiring.services(None), req.path_params["conversation_id"])
 
 
-@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route="health", methods=["GET", "HEAD"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> Response:
     if not settings.redis_url:
         return http_api.error_response(503, _REDIS_MISSING)

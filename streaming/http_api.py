@@ -34,7 +34,11 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BODY_BYTES = 256 * 1024  # JSON escaping can triple a message; anything larger is refused unread
-_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+MIN_CONVERSATION_ID = 16  # a conversation id is a bearer secret: a client-chosen one must not be guessable
+_CONVERSATION_ID = re.compile(rf"[A-Za-z0-9_-]{{{MIN_CONVERSATION_ID},128}}")
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # correlation ids are the server's own (32 hex digits)
+_BAD_CONVERSATION_ID = (f"conversation id must be {MIN_CONVERSATION_ID}-128 characters of A-Z, a-z, 0-9, '_' "
+                        "and '-' (it is the conversation's secret: make it hard to guess)")
 _PLAIN_TEXT_TYPES = ("text/plain", "application/x-www-form-urlencoded")  # curl -d sends the latter
 
 
@@ -125,6 +129,8 @@ async def _read_run_request(request: Request) -> tuple[str, str | None]:
             body = json.loads(text)
         except ValueError:
             raise ApiError(400, "the body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(400, "the JSON body is nested too deeply") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the JSON body must be an object with a \"message\" field")
         message = body.get("message")
@@ -132,13 +138,18 @@ async def _read_run_request(request: Request) -> tuple[str, str | None]:
             raise ApiError(400, "\"message\" must be a non-empty string")
         conversation_id = next((body[k] for k in ("conversation_id", "session_id", "thread_id")
                                 if body.get(k) is not None), None)
-        if conversation_id is not None and not (isinstance(conversation_id, str) and _ID.fullmatch(conversation_id)):
-            raise ApiError(400, "conversation_id must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'")
+        if conversation_id is not None and not (isinstance(conversation_id, str)
+                                                and _CONVERSATION_ID.fullmatch(conversation_id)):
+            raise ApiError(400, _BAD_CONVERSATION_ID.replace("conversation id", "conversation_id", 1))
     else:
         message = text
     if not message.strip():
         raise ApiError(400, "the message is empty")
-    if len(message.encode("utf-8")) > MAX_MESSAGE_BYTES:
+    try:
+        size = len(message.encode("utf-8"))
+    except UnicodeEncodeError:  # JSON can spell a lone surrogate ("\ud800"), which is no text
+        raise ApiError(400, "the message is not valid Unicode text (it has a lone surrogate)") from None
+    if size > MAX_MESSAGE_BYTES:
         raise ApiError(413, f"the message is longer than {MAX_MESSAGE_BYTES // 1024} KiB")
     return message, conversation_id
 
@@ -163,12 +174,12 @@ async def _read_body(request: Request) -> bytes:
 
 async def stream(request: Request, services: Services, conversation_id: str) -> Response:
     try:
-        if not _ID.fullmatch(conversation_id):
-            raise ApiError(400, "conversation id must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'")
+        if not _CONVERSATION_ID.fullmatch(conversation_id):
+            raise ApiError(400, _BAD_CONVERSATION_ID)
         plain = prefers_plain_text(request.headers.get("accept", ""))
         cursor = request.headers.get("last-event-id") or request.query_params.get("cursor") or None
         run = request.query_params.get("run") or None
-        if run is not None and not _ID.fullmatch(run):
+        if run is not None and not _RUN_ID.fullmatch(run):
             raise ApiError(400, "run must be a correlation id from the run's 202 answer")
         ref = await services.log.resolve(conversation_id, cursor=cursor, correlation_id=run)
         if ref.past_the_end:
@@ -223,10 +234,10 @@ def prefers_plain_text(accept: str) -> bool:
 
 
 async def cancel(request: Request, services: Services, conversation_id: str) -> Response:
-    if not _ID.fullmatch(conversation_id):
-        return error_response(400, "conversation id must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'")
+    if not _CONVERSATION_ID.fullmatch(conversation_id):
+        return error_response(400, _BAD_CONVERSATION_ID)
     run = request.query_params.get("run") or None
-    if run is not None and not _ID.fullmatch(run):
+    if run is not None and not _RUN_ID.fullmatch(run):
         return error_response(400, "run must be a correlation id from the run's 202 answer")
     try:
         run = run or await services.log.latest_run(conversation_id)

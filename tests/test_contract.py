@@ -97,7 +97,7 @@ def test_stream_right_after_202_is_never_404(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("alias", ["conversation_id", "session_id", "thread_id"])
 def test_json_body_continues_a_conversation_by_id_or_alias(client: httpx.Client, alias: str) -> None:
-    conversation_id = f"trip-{uuid.uuid4().hex[:8]}"
+    conversation_id = f"trip-{uuid.uuid4().hex[:12]}"  # 16 characters at least: ids are secrets
     run = start(client, "Plan a weekend in Rome", **{alias: conversation_id})
     assert run["conversation_id"] == conversation_id
 

@@ -209,6 +209,38 @@ def test_json_that_is_not_an_object_is_400(client: httpx.Client, body: str) -> N
     assert_error(response, 400)
 
 
+@pytest.mark.parametrize("body", [b'{"message": "\\ud800"}', b'{"message": "Plan \\udfff a trip"}',
+                                  b'{"message": "hi", "conversation_id": "\\ud800\\ud800\\ud800\\ud800"}'])
+def test_a_json_string_with_a_lone_surrogate_is_400(client: httpx.Client, body: bytes) -> None:
+    """Regression: the message's size check encoded it as UTF-8 and failed with a 500 (UnicodeEncodeError)."""
+    response = client.post(f"/api/agents/{AGENT}/run", content=body, headers={"Content-Type": "application/json"})
+    assert_error(response, 400)
+
+
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+def test_json_nested_thousands_deep_is_400(client: httpx.Client, depth: int) -> None:
+    """Regression: the JSON parser's RecursionError became a plain-text 500."""
+    body = b'{"message": "hi", "x": ' + b"[" * depth + b"]" * depth + b"}"
+    response = client.post(f"/api/agents/{AGENT}/run", content=body, headers={"Content-Type": "application/json"})
+    assert "nested" in assert_error(response, 400)
+
+
+@pytest.mark.parametrize("short", ["a", "abc", "a" * 15])
+def test_a_conversation_id_shorter_than_16_characters_is_400(client: httpx.Client, short: str) -> None:
+    """Conversation ids are bearer secrets: a client-chosen one must be long enough not to be guessed."""
+    body = {"message": "Plan a trip to Rome", "conversation_id": short}
+    response = client.post(f"/api/agents/{AGENT}/run", json=body)
+    assert "16" in assert_error(response, 400)
+    assert "16" in assert_error(client.get(f"/api/agent/stream/{short}"), 400)
+    assert "16" in assert_error(client.post(f"/api/agent/stream/{short}/cancel"), 400)
+
+
+def test_a_conversation_id_of_16_characters_is_accepted(client: httpx.Client) -> None:
+    response = client.post(f"/api/agents/{AGENT}/run",
+                           json={"message": "Plan a trip to Rome", "conversation_id": f"c{time.time_ns()}"[:16]})
+    assert response.status_code == 202, response.text
+
+
 @pytest.mark.parametrize("message", [None, 1, 1.5, True, ["hi"], {"text": "hi"}, "", "   \n\t", "MISSING"])
 def test_a_message_that_is_not_a_non_empty_string_is_400(client: httpx.Client, message: object) -> None:
     body = {} if message == "MISSING" else {"message": message}
@@ -431,6 +463,14 @@ def test_cancel_ignores_a_huge_body(host: StandaloneHost) -> None:
 def test_a_wrong_route_or_method_is_a_json_error(client: httpx.Client, method: str, path: str) -> None:
     response = client.request(method, path)
     assert_error(response, 404, 405)
+
+
+def test_head_on_health_answers_like_get_without_a_body(client: httpx.Client) -> None:
+    """Regression: HEAD /api/health was 405, so HEAD-based uptime checks saw the service as broken."""
+    response = client.head("/api/health")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.content == b""
 
 
 # --- Redis: hostile input never leaves the key space ---------------------------

@@ -10,7 +10,8 @@ from typing import Any
 
 ERROR = {"content": {"application/json": {"schema": {
     "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
-ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
+ID_PATTERN = "^[A-Za-z0-9_-]{16,128}$"  # conversation ids (streaming.http_api.MIN_CONVERSATION_ID)
+RUN_ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
 RUN_DOC: dict[str, Any] = {
     "requestBody": {"required": True, "content": {
         "text/plain": {"schema": {"type": "string", "minLength": 1, "maxLength": 32768}},
@@ -30,7 +31,7 @@ RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
         (415, "Unsupported content type"), (503, "Redis or the durable backend unreachable"))},
 }
 STREAM_DOC: dict[str, Any] = {"parameters": [
-    {"name": "run", "in": "query", "required": False, "schema": {"type": "string", "pattern": ID_PATTERN}},
+    {"name": "run", "in": "query", "required": False, "schema": {"type": "string", "pattern": RUN_ID_PATTERN}},
     {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
     {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
 ]}

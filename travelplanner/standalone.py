@@ -136,7 +136,7 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
         """Stop the conversation's latest run (or ?run=) with a `cancelled` event."""
         return await http_api.cancel(request, services(), conversation_id)
 
-    @app.get("/api/health")
+    @app.api_route("/api/health", methods=["GET", "HEAD"])  # HEAD: uptime checks that do not want a body
     async def health() -> Response:
         return await http_api.health(services())
 
