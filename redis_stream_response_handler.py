@@ -447,6 +447,11 @@ class RunWriter:
         self._task = asyncio.create_task(self._run(), name=f"run-writer:{correlation_id}")
 
     @property
+    def unwritten(self) -> int:
+        """Chunks added but not yet acknowledged by Redis."""
+        return self._pending_chunks + self._inflight_chunks
+
+    @property
     def stopped(self) -> bool:
         """True once nothing more from this attempt will reach the log."""
         return self.fenced is not None or self.interrupted is not None
