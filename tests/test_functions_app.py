@@ -25,7 +25,7 @@ HTTP_FUNCTIONS = {
     "run_agent": ("agents/{agent_name}/run", ["POST"]),
     "stream": ("agent/stream/{conversation_id}", ["GET"]),
     "cancel": ("agent/stream/{conversation_id}/cancel", ["POST"]),
-    "health": ("health", ["GET"]),
+    "health": ("health", ["GET", "HEAD"]),
     "page": ("app", ["GET"]),
 }
 
@@ -123,6 +123,15 @@ async def test_health_answers_through_the_function(client: httpx.AsyncClient) ->
     response = await client.get("/api/health")
     assert response.status_code == 200, response.text
     assert response.json() == {"status": "ok", "agents": [AGENT], "redis": "ok"}
+
+
+async def test_the_page_is_served_with_its_policy_and_cannot_be_framed(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/app")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "require-trusted-types-for 'script'" in policy
 
 
 # --- a run -------------------------------------------------------------------------------------

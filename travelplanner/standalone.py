@@ -34,6 +34,7 @@ from travelplanner.agent import AGENT_NAME, select_model
 from travelplanner.durable import SchedulerConnection, dispatcher, make_client, make_worker
 from travelplanner.embedded_backend import LoopbackInMemoryBackend
 from travelplanner.embedded_redis import EmbeddedRedis
+from travelplanner.security_headers import SecurityHeaders
 from travelplanner.settings import Settings, SettingsError
 from travelplanner.wiring import Wiring
 
@@ -103,8 +104,10 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
             with contextlib.suppress(Exception):
                 await client.aclose()
 
+    # No docs UI: no installed package ships Swagger UI's assets, and a CDN copy needs the network and
+    # trusts a third party's script. The OpenAPI document is served for any tool to render.
     app = FastAPI(title="TravelPlanner streaming agent host", lifespan=lifespan,
-                  docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+                  docs_url=None, openapi_url="/api/openapi.json", redoc_url=None)
 
     def services() -> http_api.Services:
         assert runtime.services is not None, "the app is not started"
@@ -116,7 +119,8 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def routing_error(request: Request, error: StarletteHTTPException) -> Response:
         # Unknown routes and wrong methods answer in the contract's error shape, not FastAPI's {"detail"}.
-        message = {404: "no such route; see /api/docs", 405: f"{request.method} is not allowed here"}
+        message = {404: "no such route; the API is described at /api/openapi.json",
+                   405: f"{request.method} is not allowed here"}
         return http_api.error_response(error.status_code, message.get(error.status_code, str(error.detail)))
 
     @app.post("/api/agents/{agent_name}/run", status_code=202, openapi_extra=openapi.RUN_DOC,
@@ -145,7 +149,7 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
         return FileResponse(PAGE, headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=PAGE.parent, check_dir=False), name="static")
-
+    app.add_middleware(SecurityHeaders, page=PAGE)  # added last: outermost, so every answer carries them
     return app
 
 
