@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import os
 import re
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,7 @@ VIEWPORT = {"width": 1000, "height": 800}
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync",
+    "--host-resolver-rules=MAP rebound.test 127.0.0.1",  # a DNS name rebound to loopback (DNS rebinding)
 ]
 HOST_ENV = {
     "OFFLINE_MODEL_CHUNKS_PER_SECOND": "100",  # a 5-day itinerary takes about 5 s
@@ -280,6 +283,67 @@ def test_cancel_at_the_functions_path_with_a_key_and_an_html_message(
     api_calls = [url for url in watch.requests if "/api/" in url and "/api/app" not in url]
     assert any("/cancel?" in url for url in api_calls) and any("/api/agents/" in url for url in api_calls)
     assert all("code=test-key" in url for url in api_calls), api_calls
+
+
+# --- Another site cannot use the user's browser against the host ----------------------------------
+
+
+@pytest.fixture
+def other_site() -> Iterator[tuple[str, list[bytes]]]:
+    """A second web server on this machine (another origin, another site: localhost vs 127.0.0.1), serving
+    whatever page a test puts in the list. Chromium blocks a public site's requests to loopback on its own
+    (Private Network Access), but not a local one's, nor do all browsers."""
+    pages: list[bytes] = []
+
+    class Serve(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(pages[-1])
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}", pages
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_another_site_cannot_start_runs_through_the_users_browser(
+    host: StandaloneHost, page: Page, watch: PageWatch, other_site: tuple[str, list[bytes]]
+) -> None:
+    """The two requests a browser sends anywhere without asking first: a no-cors fetch of text/plain, and a
+    form the page submits itself. The host refuses both."""
+    site, pages = other_site
+    run_url = f"{host.base_url}/api/agents/TravelPlanner/run"
+    pages.append((f'<!doctype html><form id="f" method="post" action="{run_url}" enctype="text/plain">'
+                  '<input type="hidden" name="Plan a 3-day trip to Oslo" value="now"></form>'
+                  f'<script>fetch("{run_url}", {{method: "POST", mode: "no-cors", '
+                  'headers: {"Content-Type": "text/plain"}, body: "Plan a 3-day trip to Rome"});</script>').encode())
+    watch.expect_error("403")
+    posted = lambda response: response.url == run_url and response.request.method == "POST"  # noqa: E731
+    with page.expect_response(posted) as fetched:
+        page.goto(site + "/")
+    assert fetched.value.status == 403
+    with page.expect_response(posted) as submitted:
+        page.evaluate("() => document.getElementById('f').submit()")
+    assert submitted.value.status == 403
+    assert "another origin" in submitted.value.json()["error"]
+
+
+def test_a_rebound_dns_name_gets_nothing_from_the_host(host: StandaloneHost, page: Page, watch: PageWatch) -> None:
+    """DNS rebinding: the browser resolves rebound.test to 127.0.0.1 (CHROMIUM_ARGS maps it), so a page of that
+    name would be same-origin with the API. The host answers to its own names only."""
+    watch.expect_error("421")
+    response = page.goto(f"http://rebound.test:{host.port}/")
+    assert response is not None and response.status == 421
+    assert "Host" in response.json()["error"]
 
 
 # --- The events a quick run of the offline model does not produce --------------------------------

@@ -158,7 +158,7 @@ def test_a_message_of_exactly_32_kib_is_accepted(client: httpx.Client) -> None:
 
 
 def test_a_multi_megabyte_body_is_refused_before_it_is_read(host: StandaloneHost) -> None:
-    head = (f"POST /api/agents/{AGENT}/run HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+    head = (f"POST /api/agents/{AGENT}/run HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
             f"Content-Length: {50 * 1024 * 1024}\r\n\r\n").encode()
     started = time.monotonic()
     status, body = raw_request(host, head, then=b"a" * 64 * 1024)  # 64 KiB of the announced 50 MiB
@@ -167,7 +167,7 @@ def test_a_multi_megabyte_body_is_refused_before_it_is_read(host: StandaloneHost
 
 
 def test_a_multi_megabyte_chunked_body_is_cut_off_at_the_limit(host: StandaloneHost) -> None:
-    head = (f"POST /api/agents/{AGENT}/run HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+    head = (f"POST /api/agents/{AGENT}/run HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
             "Transfer-Encoding: chunked\r\n\r\n").encode()
     chunk = b"%x\r\n" % (100 * 1024) + b"a" * 100 * 1024 + b"\r\n"
     started = time.monotonic()
@@ -379,18 +379,18 @@ def test_a_last_event_id_with_control_bytes_is_400(
     host: StandaloneHost, finished: dict[str, str], value: bytes
 ) -> None:
     """Sent raw (httpx refuses them). uvicorn may refuse the request before the app sees it: still a 400."""
-    request = (f"GET /api/agent/stream/{finished['conversation_id']} HTTP/1.1\r\nHost: t\r\n".encode()
+    request = (f"GET /api/agent/stream/{finished['conversation_id']} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
                + b"Last-Event-ID: " + value + b"\r\nConnection: close\r\n\r\n")
     status, _ = raw_request(host, request)
     assert status == 400
 
 
 def test_a_last_event_id_broken_by_a_bare_newline_is_400(host: StandaloneHost, finished: dict[str, str]) -> None:
-    request = (f"GET /api/agent/stream/{finished['conversation_id']} HTTP/1.1\r\nHost: t\r\n"
+    request = (f"GET /api/agent/stream/{finished['conversation_id']} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                f"Last-Event-ID: {finished['last_event']}\nX-Injected: yes\r\nConnection: close\r\n\r\n").encode()
     status, _ = raw_request(host, request)
     assert status == 400  # the parser refuses a bare LF in the header block: nothing can be smuggled in behind it
-    request = (f"GET /api/agent/stream/{finished['conversation_id']} HTTP/1.1\r\nHost: t\r\n"
+    request = (f"GET /api/agent/stream/{finished['conversation_id']} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                "Last-Event-ID: 1-0\nX-Injected: yes\r\nConnection: close\r\n\r\n").encode()
     status, _ = raw_request(host, request)
     assert status == 400
@@ -436,7 +436,7 @@ def test_cancel_of_unknown_things_is_404_and_of_an_ended_run_409(
 
 
 def test_cancel_ignores_a_huge_body(host: StandaloneHost) -> None:
-    head = ("POST /api/agent/stream/never-seen-before/cancel HTTP/1.1\r\nHost: t\r\n"
+    head = ("POST /api/agent/stream/never-seen-before/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Content-Type: application/json\r\nContent-Length: {20 * 1024 * 1024}\r\n\r\n").encode()
     status, body = raw_request(host, head, then=b"{" * 64 * 1024)
     assert status == 404 and b"error" in body

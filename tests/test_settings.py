@@ -49,6 +49,19 @@ def test_a_writer_outage_allowance_must_be_shorter_than_the_stall_time() -> None
         Settings.from_env({"STREAM_STALL_SECONDS": "10", "REDIS_OUTAGE_SECONDS": "10"})
 
 
+@pytest.mark.parametrize("origins", ["app.example.com", "ftp://a.example", "https://a.example/path", "*"])
+def test_allowed_origins_are_scheme_host_and_port(origins: str) -> None:
+    with pytest.raises(SettingsError, match="ALLOWED_ORIGINS"):
+        Settings.from_env({"ALLOWED_ORIGINS": origins})
+
+
+def test_allowed_hosts_and_origins_are_comma_separated_lists() -> None:
+    settings = Settings.from_env({"ALLOWED_HOSTS": " planner.example.com,, api.example.com ",
+                                  "ALLOWED_ORIGINS": "https://a.example, http://localhost:3000/"})
+    assert settings.allowed_host_list == ("planner.example.com", "api.example.com")
+    assert settings.allowed_origin_list == ("https://a.example", "http://localhost:3000/")
+
+
 def test_blank_values_mean_unset() -> None:
     settings = Settings.from_env({"REDIS_CONNECTION_STRING": "  ", "PORT": ""})
     assert settings.port == 7071 and settings.redis_url is None

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="When set, every route but health needs it (Bearer token "
                                                         "or x-api-key).")
     allow_public_bind: bool = Field(False, description="Allow a non-loopback HOST without API_KEY.")
+    allowed_hosts: str = Field("", description="Comma-separated Host names the standalone host answers to, besides "
+                                               "its loopback names when bound to loopback; '*': any.")
+    allowed_origins: str = Field("", description="Comma-separated origins (scheme://host[:port]) of other sites "
+                                                 "whose pages may call the API (CORS); other sites are refused.")
     durable_task_scheduler_connection_string: str | None = Field(
         None, description="Durable Task Scheduler ('Endpoint=...;Authentication=...'). Unset: embedded in-memory "
                           "backend.")
@@ -100,6 +104,15 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in _listed(value):
+            scheme, _, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/"):
+                raise ValueError(f"each origin is scheme://host[:port], like https://app.example.com; not {origin!r}")
+        return value
 
     @model_validator(mode="after")
     def _outage_shorter_than_stall(self) -> Settings:
@@ -131,6 +144,18 @@ class Settings(BaseSettings):
     @property
     def write_coalesce_seconds(self) -> float:
         return self.redis_write_coalesce_ms / 1000
+
+    @property
+    def allowed_host_list(self) -> tuple[str, ...]:
+        return _listed(self.allowed_hosts)
+
+    @property
+    def allowed_origin_list(self) -> tuple[str, ...]:
+        return _listed(self.allowed_origins)
+
+
+def _listed(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 def _describe(error: ValidationError) -> str:

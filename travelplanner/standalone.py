@@ -24,6 +24,7 @@ import uvicorn
 from agent_framework_durabletask import DurableAIAgentWorker
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
@@ -31,6 +32,7 @@ from streaming import http_api
 from streaming.reader import SHUTTING_DOWN
 from travelplanner import PAGE, openapi
 from travelplanner.agent import AGENT_NAME, select_model
+from travelplanner.browser_guard import BrowserGuard, allowed_hosts, normalized_origin
 from travelplanner.durable import SchedulerConnection, dispatcher, make_client, make_worker
 from travelplanner.embedded_backend import LoopbackInMemoryBackend
 from travelplanner.embedded_redis import EmbeddedRedis
@@ -149,6 +151,12 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
         return FileResponse(PAGE, headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=PAGE.parent, check_dir=False), name="static")
+    origins = frozenset(normalized_origin(origin) for origin in settings.allowed_origin_list)
+    if origins:  # pages of the listed sites may call the API: answer their CORS preflights
+        app.add_middleware(CORSMiddleware, allow_origins=sorted(origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "Authorization", "X-API-Key", "Last-Event-ID"],
+                           expose_headers=["Location", "x-conversation-id"])
+    app.add_middleware(BrowserGuard, hosts=allowed_hosts(settings.host, settings.allowed_host_list), origins=origins)
     app.add_middleware(SecurityHeaders, page=PAGE)  # added last: outermost, so every answer carries them
     return app
 
