@@ -29,6 +29,7 @@ def test_values_are_read_by_variable_name_and_converted() -> None:
 @pytest.mark.parametrize(("name", "value"), [
     ("PORT", "seventy"), ("HOST_ROLE", "boss"), ("REDIS_AUTH", "password"), ("STREAM_MAX_SECONDS", "0"),
     ("REDIS_STREAM_MAXLEN", "-5"), ("PORT", "70000"), ("ALLOW_PUBLIC_BIND", "perhaps"),
+    ("HTTP_HEADER_TIMEOUT_SECONDS", "0"), ("HTTP_MAX_CONNECTIONS", "0"), ("HTTP_SEND_TIMEOUT_SECONDS", "-1"),
 ])
 def test_unusable_values_are_refused_with_the_setting_named(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):

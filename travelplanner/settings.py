@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="When set, every route but health needs it (Bearer token "
                                                         "or x-api-key).")
     allow_public_bind: bool = Field(False, description="Allow a non-loopback HOST without API_KEY.")
+    http_header_timeout_seconds: float = Field(10, gt=0, description="A request's headers must arrive within this "
+                                                                     "long of its first byte (or of connecting): "
+                                                                     "408 otherwise.")
+    http_body_timeout_seconds: float = Field(30, gt=0, description="A request's body must arrive within this long "
+                                                                   "of its headers: 408 otherwise.")
+    http_send_timeout_seconds: float = Field(30, gt=0, description="A client that reads nothing while its "
+                                                                   "connection's write buffer is full this long is "
+                                                                   "cut off.")
+    http_max_connections: int = Field(10000, ge=1, description="Open HTTP connections per web process; more are "
+                                                              "answered 503 with Retry-After.")
     allowed_hosts: str = Field("", description="Comma-separated Host names the standalone host answers to, besides "
                                                "its loopback names when bound to loopback; '*': any.")
     allowed_origins: str = Field("", description="Comma-separated origins (scheme://host[:port]) of other sites "

@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 
 from streaming import http_api
 from streaming.reader import SHUTTING_DOWN
-from travelplanner import PAGE, openapi
+from travelplanner import PAGE, http_server, openapi
 from travelplanner.agent import AGENT_NAME, select_model
 from travelplanner.browser_guard import BrowserGuard, allowed_hosts, normalized_origin
 from travelplanner.durable import SchedulerConnection, dispatcher, make_client, make_worker
@@ -256,9 +256,7 @@ def main() -> int:
         logger.info("\n%s", describe(settings, runtime))
         if settings.host_role == "worker":
             return _serve_worker_only()
-        config = uvicorn.Config(create_app(settings, runtime), host=settings.host, port=settings.port,
-                                log_level=settings.log_level.lower(), timeout_graceful_shutdown=5,
-                                lifespan="on", access_log=False)
+        config = http_server.server_config(create_app(settings, runtime), settings)
         # uvicorn re-raises the signal it stopped for once it is done; exit through `finally` instead,
         # so the embedded Redis and the durable worker are stopped too.
         for sig in (signal.SIGINT, signal.SIGTERM):
