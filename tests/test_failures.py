@@ -16,12 +16,16 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis as sync_redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response as HttpResponse
+from starlette.routing import Route
 
 from redis_stream_response_handler import (
     Liveness,
@@ -32,6 +36,8 @@ from redis_stream_response_handler import (
     normalize_newlines,
     stream_key,
 )
+from streaming.http_api import Services, start_run
+from streaming.live_tail import LiveTail
 from streaming.redis_clients import connect
 from testing.hosts import StandaloneHost
 from testing.scripted_model import ModelFailure, ScriptedModel, execute
@@ -374,6 +380,99 @@ async def test_a_long_redis_outage_ends_the_run_with_an_error_once_redis_is_back
 def outage_host(redis: EmbeddedRedis, tmp_path: Path) -> StandaloneHost:
     env = {"STREAM_STALL_SECONDS": "30", "STREAM_MAX_SECONDS": "60", "STREAM_HEARTBEAT_SECONDS": "0.5"}
     return StandaloneHost(redis.url, env, log_path=tmp_path / "host.log").start()
+
+
+async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await request
+    return response, time.monotonic() - started
+
+
+async def test_a_frozen_redis_gets_prompt_honest_503s_not_slow_answers(
+    dedicated_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Regression: with Redis stopped (SIGSTOP), health, POST and stream answered 503 only after 15 s, later
+    requests after 46 s, and some hung for 40 s. A health check must answer within 2 s whatever Redis does, and
+    every other request within a few seconds, including requests that arrive while earlier ones still wait."""
+    server = outage_host(dedicated_redis, tmp_path)
+    pid = redis_pid(dedicated_redis)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+            started = (await client.post(f"/api/agents/{AGENT}/run", content="Plan 1 day in Oslo")).json()
+            await read_to_terminal(server.base_url, started["stream_url"])
+            os.kill(pid, signal.SIGSTOP)
+            for wave in range(2):  # the second wave comes while the first one's connections are still stuck
+                answers = await asyncio.gather(
+                    timed(client.get("/api/health")),
+                    *[timed(client.post(f"/api/agents/{AGENT}/run", content="Plan 2 days in Rome")) for _ in range(5)],
+                    *[timed(client.get(started["stream_url"])) for _ in range(5)],
+                    timed(client.post(f"/api/agent/stream/{started['conversation_id']}/cancel")))
+                (health, health_took), *others = answers
+                assert health.status_code == 503 and health.json()["redis"] == "unreachable", health.text
+                assert health_took < 2, f"wave {wave}: health took {health_took:.1f} s"
+                for response, took in others:
+                    assert response.status_code == 503, (wave, response.status_code, response.text)
+                    assert "Redis" in response.json()["error"] and "Retry-After" in response.headers
+                    what = f"{response.request.method} {response.request.url.path}"
+                    assert took < 5, f"wave {wave}: {what} took {took:.1f} s"
+            os.kill(pid, signal.SIGCONT)
+            await until(lambda: _answers(client, "/api/health", 200), within=15, what="health back after the thaw")
+            again = await client.post(f"/api/agents/{AGENT}/run", content="Plan 1 day in Oslo")
+            assert again.status_code == 202, again.text
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+async def _answers(client: httpx.AsyncClient, path: str, status: int) -> bool:
+    return (await client.get(path)).status_code == status
+
+
+async def test_a_run_log_pool_busy_while_redis_answers_is_reported_as_overload_not_an_outage(
+    dedicated_redis: EmbeddedRedis,
+) -> None:
+    """Regression: at 1,500 POSTs, 200 at a time, some answered 503 "the run log (Redis) is unreachable" while
+    Redis was fine: the process's few pooled connections were all busy (No connection available). Here one
+    pooled connection is kept busy by a queue of 20 ms commands that Redis does answer."""
+    redis = connect(dedicated_redis.url, connections=1)
+    log = RunLog(redis, RETENTION)
+    services = Services(log, LiveTail(redis, redis), DispatchNothing(), ("TravelPlanner",), redis_seconds=1.0)
+
+    async def run(request: Request) -> HttpResponse:
+        return await start_run(request, services, "TravelPlanner")
+
+    app = Starlette(routes=[Route("/run", run, methods=["POST"])])
+    twenty_ms = redis.register_script(
+        "local t = redis.call('TIME') local start = t[1] * 1e6 + t[2] "
+        "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - start >= 20000 return 1")
+    try:
+        assert await redis.ping()
+        waiting = 0
+
+        async def queued() -> None:
+            nonlocal waiting
+            waiting += 1
+            await twenty_ms()
+
+        queue = [asyncio.create_task(queued()) for _ in range(300)]  # 6 s of work for one connection
+        await until(lambda: waiting == 300, what="the queue in line for the connection")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            response, took = await timed(client.post("/run", content="Plan a trip",
+                                                     headers={"Content-Type": "text/plain"}))
+        await asyncio.gather(*queue, return_exceptions=True)  # some of the queue wait out the pool, too
+    finally:
+        await redis.aclose()
+    assert response.status_code == 503, response.text
+    assert "busy" in response.json()["error"] and "unreachable" not in response.json()["error"]
+    assert int(response.headers["retry-after"]) >= 1
+    assert took < 3
+
+
+class DispatchNothing:
+    async def dispatch(self, agent_name: str, conversation_id: str, correlation_id: str, message: str) -> None:
+        return None
 
 
 async def test_a_reader_during_a_redis_restart_ends_cleanly_and_resumes_after(

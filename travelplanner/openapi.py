@@ -28,7 +28,8 @@ RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
                        ("status", "conversation_id", "correlation_id", "stream_url")}}}}},
     **{code: {"description": text, **ERROR} for code, text in (
         (400, "Bad input"), (404, "Unknown agent"), (413, "Message too large"),
-        (415, "Unsupported content type"), (503, "Redis or the durable backend unreachable"))},
+        (415, "Unsupported content type"),
+        (503, "Redis or the durable backend unreachable, or the server busy (Retry-After)"))},
 }
 STREAM_DOC: dict[str, Any] = {"parameters": [
     {"name": "run", "in": "query", "required": False, "schema": {"type": "string", "pattern": RUN_ID_PATTERN}},
