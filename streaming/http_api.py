@@ -20,9 +20,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from redis_stream_response_handler import (
+    Admission,
+    ConversationBusy,
     ConversationNotFound,
     CursorExpired,
     InvalidCursor,
+    QueueFull,
     RunLog,
     RunNotFound,
 )
@@ -34,6 +37,7 @@ from streaming.reader import ReadPolicy, read_run
 logger = logging.getLogger(__name__)
 
 HEALTH_SECONDS = 1.5  # health answers within 2 s, whatever Redis does
+QUEUED_RETRY_SECONDS = 10  # a refused run: about the time a queued run takes to be begun
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BODY_BYTES = 256 * 1024  # JSON escaping can triple a message; anything larger is refused unread
 MIN_CONVERSATION_ID = 16  # a conversation id is a bearer secret: a client-chosen one must not be guessable
@@ -61,6 +65,7 @@ class Services:
     reading: ReadPolicy = field(default_factory=ReadPolicy)
     retry_ms: int = 1000  # the SSE `retry:` a client waits before it reconnects
     redis_seconds: float = 3.0  # how long a request may wait for the run log before it answers 503
+    admission: Admission | None = None  # how many accepted runs may wait for a worker; None: no limit
 
 
 class ApiError(Exception):
@@ -105,19 +110,26 @@ async def start_run(request: Request, services: Services, agent_name: str) -> Re
         message, conversation_id = await _read_run_request(request)
         conversation_id = conversation_id or uuid.uuid4().hex
         correlation_id = uuid.uuid4().hex
-        await within(services.log.redis, services.redis_seconds, services.log.open_run(conversation_id, correlation_id))
+        await within(services.log.redis, services.redis_seconds,
+                     services.log.open_run(conversation_id, correlation_id, admission=services.admission))
         try:
             await services.dispatcher.dispatch(agent_name, conversation_id, correlation_id, message)
         except Exception as error:
             logger.exception("could not hand run %s to the durable host", correlation_id)
             with contextlib.suppress(RunLogTrouble):  # else a reader sees it end as not started, later
-                await within(services.log.redis, services.redis_seconds, services.log.append(
-                    conversation_id, correlation_id, "*", [("error", f"the run could not be started: {error}")]))
+                await within(services.log.redis, services.redis_seconds, services.log.end_unstarted(
+                    conversation_id, correlation_id, f"the run could not be started: {error}"))
             raise ApiError(503, "the durable agent host did not accept the run; try again") from error
     except ApiError as error:
         return error.response()
     except RunLogTrouble as trouble:
         return ApiError.of(trouble).response()
+    except QueueFull as full:
+        return error_response(503, f"the server is overloaded: {full.waiting} runs are waiting for a worker to "
+                                   f"start them; retry in {QUEUED_RETRY_SECONDS} s", QUEUED_RETRY_SECONDS)
+    except ConversationBusy as busy:
+        return error_response(429, f"this conversation already has {busy.waiting} turns waiting to start; wait "
+                                   "for them (or cancel one) and retry", QUEUED_RETRY_SECONDS)
     url = stream_url(conversation_id, correlation_id)
     body = {"status": "accepted", "conversation_id": conversation_id, "correlation_id": correlation_id,
             "stream_url": url}

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
 
 from redis_stream_response_handler import (
+    QUEUE_KEY,
+    Admission,
+    ConversationBusy,
     ConversationNotFound,
     CursorExpired,
     InvalidCursor,
     Liveness,
+    QueueFull,
     Retention,
     RunEvent,
     RunLog,
@@ -322,3 +329,72 @@ async def test_a_run_no_worker_has_begun_gets_the_start_allowance_not_the_stall_
     assert await run_log.seal_if_stalled(conversation_id, "queued", Liveness(0.2, 0.2)) == "stalled"
     events = await events_of(run_log, conversation_id)
     assert [e.kind for e in events] == ["error"] and "not started" in events[0].text
+
+
+# --- Admission: how many accepted runs may wait for a worker ---------------------------------------
+
+
+@pytest.fixture
+async def own_log(tmp_path: Path) -> AsyncIterator[RunLog]:
+    """A run log on a Redis of the test's own: the queue of waiting runs is shared by the whole server."""
+    from streaming.redis_clients import connect
+    from travelplanner.embedded_redis import EmbeddedRedis
+
+    with EmbeddedRedis(tmp_path) as server:
+        log = RunLog(connect(server.url), Retention(ttl_seconds=120, maxlen=1000))
+        yield log
+        await log.redis.aclose()
+
+
+async def test_runs_waiting_for_a_worker_are_capped_across_conversations(own_log: RunLog) -> None:
+    admission = Admission(max_queued_runs=2, max_queued_per_conversation=0, window_seconds=600)
+    await own_log.open_run("conversation-aaaaaaaa", "run-1", admission=admission)
+    await own_log.open_run("conversation-bbbbbbbb", "run-2", admission=admission)
+    with pytest.raises(QueueFull) as full:
+        await own_log.open_run("conversation-cccccccc", "run-3", admission=admission)
+    assert full.value.waiting == 2
+    with pytest.raises(ConversationNotFound):  # refused means nothing was written
+        await own_log.resolve("conversation-cccccccc")
+    assert await own_log.begin_attempt("conversation-aaaaaaaa", "run-1") == 1  # a worker began one
+    await own_log.open_run("conversation-cccccccc", "run-3", admission=admission)
+    assert await own_log.cancel("conversation-bbbbbbbb", "run-2") == "ok"  # a cancelled run waits no more
+    await own_log.open_run("conversation-dddddddd", "run-4", admission=admission)
+    await own_log.open_run("conversation-eeeeeeee", "run-5")  # no admission (a worker's own): not counted
+    assert await own_log.redis.pttl(QUEUE_KEY) > 0
+
+
+async def test_turns_waiting_in_one_conversation_are_capped(own_log: RunLog) -> None:
+    admission = Admission(max_queued_runs=100, max_queued_per_conversation=2, window_seconds=600)
+    conversation = "conversation-ffffffff"
+    await own_log.open_run(conversation, "turn-1", admission=admission)
+    await own_log.open_run(conversation, "turn-2", admission=admission)
+    with pytest.raises(ConversationBusy) as busy:
+        await own_log.open_run(conversation, "turn-3", admission=admission)
+    assert busy.value.waiting == 2
+    await own_log.open_run("conversation-gggggggg", "other-1", admission=admission)  # others are not affected
+    assert (await own_log.resolve(conversation)).correlation_id == "turn-2"  # the refused turn left no trace
+    await own_log.begin_attempt(conversation, "turn-1")
+    await own_log.open_run(conversation, "turn-3", admission=admission)
+    with pytest.raises(ConversationBusy):
+        await own_log.open_run(conversation, "turn-4", admission=admission)
+    assert await own_log.cancel(conversation, "turn-2") == "ok"
+    await own_log.open_run(conversation, "turn-4", admission=admission)
+    assert await own_log.redis.zcard(QUEUE_KEY) == 3  # turn-3, turn-4, other-1: refused turns left none
+
+
+async def test_a_run_waiting_longer_than_the_start_allowance_no_longer_counts(own_log: RunLog) -> None:
+    """It will end as "not started" anyway; counting it for ever would refuse every run after an outage."""
+    admission = Admission(max_queued_runs=1, max_queued_per_conversation=1, window_seconds=0.3)
+    await own_log.open_run("conversation-hhhhhhhh", "run-1", admission=admission)
+    with pytest.raises(QueueFull):
+        await own_log.open_run("conversation-iiiiiiii", "run-2", admission=admission)
+
+    async def admitted(conversation: str, run: str) -> bool:
+        try:
+            await own_log.open_run(conversation, run, admission=admission)
+        except (QueueFull, ConversationBusy):
+            return False
+        return True
+
+    await until(lambda: admitted("conversation-iiiiiiii", "run-2"), within=5, what="the old run to age out")
+    await until(lambda: admitted("conversation-iiiiiiii", "run-3"), within=5, what="the old turn to age out")

@@ -29,7 +29,9 @@ RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
     **{code: {"description": text, **ERROR} for code, text in (
         (400, "Bad input"), (404, "Unknown agent"), (413, "Message too large"),
         (415, "Unsupported content type"),
-        (503, "Redis or the durable backend unreachable, or the server busy (Retry-After)"))},
+        (429, "Too many turns of this conversation wait to start (Retry-After)"),
+        (503, "Redis or the durable backend unreachable, the server busy, or too many runs waiting to start "
+              "(Retry-After)"))},
 }
 STREAM_DOC: dict[str, Any] = {"parameters": [
     {"name": "run", "in": "query", "required": False, "schema": {"type": "string", "pattern": RUN_ID_PATTERN}},
