@@ -68,6 +68,15 @@ def test_blank_values_mean_unset() -> None:
     assert settings.port == 7071 and settings.redis_url is None
 
 
+def test_an_explicit_environment_is_all_that_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: from_env({...}) also read the process environment, so the result depended on what else had
+    run (the Functions host double sets REDIS_CONNECTION_STRING for the whole test session)."""
+    monkeypatch.setenv("REDIS_CONNECTION_STRING", "redis://elsewhere:6379/0")
+    monkeypatch.setenv("PORT", "9999")
+    settings = Settings.from_env({"HOST_ROLE": "web"})
+    assert settings.redis_url is None and settings.port == 7071 and settings.host_role == "web"
+
+
 def test_the_process_environment_is_read_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAM_RETRY_MS", "2500")
     assert Settings.from_env().stream_retry_ms == 2500

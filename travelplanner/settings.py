@@ -10,11 +10,14 @@ these fields by the tests, so the three cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_EXPLICIT: ContextVar[bool] = ContextVar("explicit_environment", default=False)
 
 
 class SettingsError(ValueError):
@@ -139,14 +142,25 @@ class Settings(BaseSettings):
         return self
 
     @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _EXPLICIT.get():  # from_env(environ): that mapping and nothing else
+            return (init_settings,)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """The process environment's settings, or exactly those of `environ` (nothing else is read)."""
+        token = _EXPLICIT.set(environ is not None)
         try:
-            if environ is None:
-                return cls()
-            return cls.model_validate({name.lower(): value for name, value in environ.items()})
+            return cls(**{name.lower(): value for name, value in (environ or {}).items()})
         except ValidationError as error:
             raise SettingsError(_describe(error)) from None
+        finally:
+            _EXPLICIT.reset(token)
 
     # --- in the units the code uses
 
