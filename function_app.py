@@ -17,12 +17,16 @@ from azurefunctions.extensions.http.fastapi import HTMLResponse, Request, Respon
 from streaming import http_api
 from travelplanner import PAGE
 from travelplanner.dispatch import EntityDispatcher
+from travelplanner.security_headers import headers_for, page_policy
 from travelplanner.settings import Settings
 from travelplanner.wiring import Wiring
 
 settings = Settings.from_env()
 _REDIS_MISSING = "REDIS_CONNECTION_STRING is not set: the Functions app needs a Redis for its run log"
 wiring = Wiring(settings, settings.redis_url or "redis://127.0.0.1:6379/0")
+
+# The page's own CSP plus frame-ancestors (a meta tag cannot say it), no sniffing, no referrer.
+_PAGE_HEADERS = headers_for("text/html", page_policy(PAGE))
 
 app = AgentFunctionApp(
     agents=[wiring.agent()],
@@ -56,7 +60,7 @@ async def cancel(req: Request) -> Response:
     return await http_api.cancel(req, wiring.services(None), req.path_params["conversation_id"])
 
 
-@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route="health", methods=["GET", "HEAD"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> Response:
     if not settings.redis_url:
         return http_api.error_response(503, _REDIS_MISSING)
@@ -65,4 +69,4 @@ async def health(req: Request) -> Response:
 
 @app.route(route="app", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def page(req: Request) -> HTMLResponse:
-    return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})
+    return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache", **_PAGE_HEADERS})

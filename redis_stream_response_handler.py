@@ -18,6 +18,12 @@ Every write is one Lua script call, so one round trip, and fenced: a write
 from an attempt that has been replaced, or to a run that already has its
 terminal entry, is refused atomically. Both keys get a sliding TTL on every
 write, and the stream an approximate length cap.
+
+One key is shared by all conversations: `agent-stream:~queued`, a sorted set
+of the runs accepted with an `Admission` that no worker has begun yet (scored
+by acceptance time, trimmed by age), so every web process sees how many runs
+are waiting. It is kept apart from the conversations' scripts, which touch one
+Cluster slot each.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from redis.exceptions import NoScriptError, RedisError
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "agent-stream:"
+QUEUE_KEY = f"{KEY_PREFIX}~queued"  # accepted runs no worker has begun yet, across conversations
 TERMINAL_KINDS = frozenset({"done", "error", "cancelled"})
 
 _KIND_CODES = {"message": "m", "reset": "r", "done": "d", "error": "e", "cancelled": "x"}
@@ -121,6 +128,22 @@ class CursorExpired(LookupError):
     """The cursor points at entries that retention has already removed."""
 
 
+class QueueFull(Exception):
+    """More accepted runs wait for a worker than the admission allows; the run was not opened."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"{waiting} runs are waiting for a worker")
+        self.waiting = waiting
+
+
+class ConversationBusy(Exception):
+    """The conversation has as many turns waiting for a worker as the admission allows; not opened."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"{waiting} turns of this conversation are waiting for a worker")
+        self.waiting = waiting
+
+
 # Lua shared by the scripts. `now_ms` is server time, so every host agrees on leases.
 _LUA_COMMON = """
 local stream, meta = KEYS[1], KEYS[2]
@@ -149,12 +172,42 @@ local function open(corr, maxlen)
 end
 """
 
-# ARGV: corr, maxlen, ttl  ->  {start id, run number}
+# ARGV: corr, maxlen, ttl, max waiting turns (0: no limit), window ms  ->  {start id, run number} | {'busy', n}
+# A waiting turn: accepted within the window, not begun by a worker, not ended. Only the latest runs are looked
+# at (a conversation's turns are begun in order), so the check costs O(max) whatever the conversation's length.
 _OPEN = _LUA_COMMON + """
-local corr, maxlen, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local corr, maxlen, ttl, max_waiting, window_ms = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5])
+if max_waiting > 0 then
+  local oldest, waiting = now_ms() - window_ms, 0
+  local runs = tonumber(redis.call('HGET', meta, 'runs') or 0)
+  for n = runs, math.max(1, runs - 2 * max_waiting - 8), -1 do
+    local c = redis.call('HGET', meta, 'corr:' .. n)
+    if c then
+      local f = redis.call('HMGET', meta, 'try:' .. c, 'end:' .. c, 'at:' .. c)
+      if f[1] == '0' and not f[2] and f[3] and tonumber(string.match(f[3], '^%d+')) >= oldest then
+        waiting = waiting + 1
+      end
+    end
+  end
+  if waiting >= max_waiting then return {'busy', waiting} end
+end
 local run, id = open(corr, maxlen)
 touch(ttl)
 return {id, run}
+"""
+
+# KEYS: the queue. ARGV: corr, max waiting runs, window ms  ->  {1 admitted | 0 refused, runs waiting}
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local waiting = redis.call('ZCARD', KEYS[1])
+if waiting >= tonumber(ARGV[2]) then return {0, waiting} end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], window)
+return {1, waiting + 1}
 """
 
 # ARGV: corr, maxlen, ttl  ->  {'ok', attempt} | {'sealed', 0}
@@ -218,6 +271,23 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """How many accepted runs may wait for a worker to begin them (0: no limit).
+
+    A run waiting longer than `window_seconds` is no longer counted: the liveness rule ends it as not
+    started (`Liveness.start_seconds`), and a stale count must not refuse runs for ever after an outage.
+    """
+
+    max_queued_runs: int = 100
+    max_queued_per_conversation: int = 3
+    window_seconds: float = 600.0
+
+    @property
+    def window_ms(self) -> int:
+        return max(1, int(self.window_seconds * 1000))
+
+
+@dataclass(frozen=True)
 class Liveness:
     """When a run counts as dead, for writers and readers alike.
 
@@ -244,6 +314,7 @@ class RunLog:
         self.redis = redis
         self.retention = retention
         self._open = redis.register_script(_OPEN)
+        self._admit = redis.register_script(_ADMIT)
         self._begin = redis.register_script(_BEGIN)
         self._append = redis.register_script(_APPEND)
         self._seal_stalled = redis.register_script(_SEAL_STALLED)
@@ -258,14 +329,43 @@ class RunLog:
 
     # --- writing ---------------------------------------------------------
 
-    async def open_run(self, conversation_id: str, correlation_id: str) -> str:
-        """Record that a run was accepted; returns its start entry id. Readers can attach at once."""
-        start_id, _ = await self._open(self._keys(conversation_id), [correlation_id, *self._limits()])
-        return str(start_id)
+    async def open_run(self, conversation_id: str, correlation_id: str, *, admission: Admission | None = None) -> str:
+        """Record that a run was accepted; returns its start entry id. Readers can attach at once.
+
+        With an `admission`, the run is refused (QueueFull, ConversationBusy) rather than opened when too many
+        runs already wait for a worker, and counted as waiting until one begins it. Costs one more script call.
+        """
+        per_conversation, window_ms = (admission.max_queued_per_conversation, admission.window_ms) if admission \
+            else (0, 0)
+        queued = bool(admission and admission.max_queued_runs)
+        if admission and queued:
+            admitted, waiting = await self._admit([QUEUE_KEY], [correlation_id, admission.max_queued_runs, window_ms])
+            if not admitted:
+                raise QueueFull(int(waiting))
+        try:
+            first, second = await self._open(self._keys(conversation_id),
+                                             [correlation_id, *self._limits(), per_conversation, window_ms])
+        except Exception:
+            if queued:
+                await self.dequeue(correlation_id)
+            raise
+        if first == "busy":
+            if queued:
+                await self.dequeue(correlation_id)
+            raise ConversationBusy(int(second))
+        return str(first)
+
+    async def dequeue(self, correlation_id: str) -> None:
+        """The run waits for a worker no more (it began, was cancelled, or could not be started)."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.zrem(QUEUE_KEY, correlation_id)
 
     async def begin_attempt(self, conversation_id: str, correlation_id: str) -> int | None:
         """Start (or restart) executing a run; None when the run already has its terminal entry."""
-        status, attempt = await self._begin(self._keys(conversation_id), [correlation_id, *self._limits()])
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip: it waits no more
+            await self._begin(self._keys(conversation_id), [correlation_id, *self._limits()], client=pipe)
+            pipe.zrem(QUEUE_KEY, correlation_id)
+            (status, attempt), _ = await pipe.execute()
         return int(attempt) if status == "ok" else None
 
     async def append(
@@ -323,7 +423,16 @@ class RunLog:
 
     async def cancel(self, conversation_id: str, correlation_id: str) -> str:
         """End a run with a `cancelled` entry unless it has ended; its writer stops at its next write."""
-        return await self.append(conversation_id, correlation_id, "*", [("cancelled", "cancelled by request")])
+        status = await self.append(conversation_id, correlation_id, "*", [("cancelled", "cancelled by request")])
+        if status == "ok":
+            await self.dequeue(correlation_id)
+        return status
+
+    async def end_unstarted(self, conversation_id: str, correlation_id: str, reason: str) -> str:
+        """End a run no worker will begin (it could not be handed over) with an `error` entry."""
+        status = await self.append(conversation_id, correlation_id, "*", [("error", reason)])
+        await self.dequeue(correlation_id)
+        return status
 
     async def seal_if_stalled(self, conversation_id: str, correlation_id: str, liveness: Liveness) -> str:
         """End the run with an error if its worker shows no sign of life (or none began it in time)."""
@@ -331,7 +440,10 @@ class RunLog:
         args = [correlation_id, int(stall * 1000), int(start * 1000), *self._limits(),
                 f"the run stalled: no sign of life from its worker for {stall:g} s",
                 f"the run was not started: no worker picked it up within {start:g} s"]
-        return str(await self._seal_stalled(self._keys(conversation_id), args))
+        status = str(await self._seal_stalled(self._keys(conversation_id), args))
+        if status == "stalled":
+            await self.dequeue(correlation_id)
+        return status
 
     def writer(self, conversation_id: str, correlation_id: str, policy: WritePolicy) -> RunWriter:
         """A writer for a new attempt at the run (a redelivered run replaces the earlier attempt)."""
@@ -446,6 +558,11 @@ class RunWriter:
         self._fence_signal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.flushes = 0
         self._task = asyncio.create_task(self._run(), name=f"run-writer:{correlation_id}")
+
+    @property
+    def unwritten(self) -> int:
+        """Chunks added but not yet acknowledged by Redis."""
+        return self._pending_chunks + self._inflight_chunks
 
     @property
     def stopped(self) -> bool:

@@ -8,6 +8,7 @@ sends is `streaming.reader`'s, encoded by `streaming.framing`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -16,26 +17,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from redis.exceptions import RedisError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from redis_stream_response_handler import (
+    Admission,
+    ConversationBusy,
     ConversationNotFound,
     CursorExpired,
     InvalidCursor,
+    QueueFull,
     RunLog,
     RunNotFound,
 )
+from streaming.deadline import RunLogTrouble, within
 from streaming.framing import plain_text_body, sse_body
 from streaming.live_tail import LiveTail
 from streaming.reader import ReadPolicy, read_run
 
 logger = logging.getLogger(__name__)
 
+HEALTH_SECONDS = 1.5  # health answers within 2 s, whatever Redis does
+QUEUED_RETRY_SECONDS = 10  # a refused run: about the time a queued run takes to be begun
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BODY_BYTES = 256 * 1024  # JSON escaping can triple a message; anything larger is refused unread
-_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+MIN_CONVERSATION_ID = 16  # a conversation id is a bearer secret: a client-chosen one must not be guessable
+_CONVERSATION_ID = re.compile(rf"[A-Za-z0-9_-]{{{MIN_CONVERSATION_ID},128}}")
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # correlation ids are the server's own (32 hex digits)
+_BAD_CONVERSATION_ID = (f"conversation id must be {MIN_CONVERSATION_ID}-128 characters of A-Z, a-z, 0-9, '_' "
+                        "and '-' (it is the conversation's secret: make it hard to guess)")
 _PLAIN_TEXT_TYPES = ("text/plain", "application/x-www-form-urlencoded")  # curl -d sends the latter
 
 
@@ -56,17 +66,28 @@ class Services:
     reading: ReadPolicy = field(default_factory=ReadPolicy)
     retry_ms: int = 1000  # the SSE `retry:` a client waits before it reconnects
     about: Mapping[str, object] = field(default_factory=dict)  # what else /api/health reports (no secrets)
+    redis_seconds: float = 3.0  # how long a request may wait for the run log before it answers 503
+    admission: Admission | None = None  # how many accepted runs may wait for a worker; None: no limit
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
+
+    @classmethod
+    def of(cls, trouble: RunLogTrouble) -> ApiError:
+        return cls(503, trouble.message, trouble.retry_after)
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.retry_after)
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error_response(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _shown(value: str, limit: int = 64) -> str:
@@ -91,20 +112,26 @@ async def start_run(request: Request, services: Services, agent_name: str) -> Re
         message, conversation_id = await _read_run_request(request)
         conversation_id = conversation_id or uuid.uuid4().hex
         correlation_id = uuid.uuid4().hex
-        await services.log.open_run(conversation_id, correlation_id)
+        await within(services.log.redis, services.redis_seconds,
+                     services.log.open_run(conversation_id, correlation_id, admission=services.admission))
         try:
             await services.dispatcher.dispatch(agent_name, conversation_id, correlation_id, message)
         except Exception as error:
             logger.exception("could not hand run %s to the durable host", correlation_id)
-            await services.log.append(
-                conversation_id, correlation_id, "*", [("error", f"the run could not be started: {error}")]
-            )
+            with contextlib.suppress(RunLogTrouble):  # else a reader sees it end as not started, later
+                await within(services.log.redis, services.redis_seconds, services.log.end_unstarted(
+                    conversation_id, correlation_id, f"the run could not be started: {error}"))
             raise ApiError(503, "the durable agent host did not accept the run; try again") from error
     except ApiError as error:
-        return error_response(error.status, error.message)
-    except RedisError as error:
-        logger.warning("run log unreachable while starting a run: %s", error)
-        return error_response(503, "the run log (Redis) is unreachable; try again")
+        return error.response()
+    except RunLogTrouble as trouble:
+        return ApiError.of(trouble).response()
+    except QueueFull as full:
+        return error_response(503, f"the server is overloaded: {full.waiting} runs are waiting for a worker to "
+                                   f"start them; retry in {QUEUED_RETRY_SECONDS} s", QUEUED_RETRY_SECONDS)
+    except ConversationBusy as busy:
+        return error_response(429, f"this conversation already has {busy.waiting} turns waiting to start; wait "
+                                   "for them (or cancel one) and retry", QUEUED_RETRY_SECONDS)
     url = stream_url(conversation_id, correlation_id)
     body = {"status": "accepted", "conversation_id": conversation_id, "correlation_id": correlation_id,
             "stream_url": url}
@@ -127,6 +154,8 @@ async def _read_run_request(request: Request) -> tuple[str, str | None]:
             body = json.loads(text)
         except ValueError:
             raise ApiError(400, "the body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(400, "the JSON body is nested too deeply") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the JSON body must be an object with a \"message\" field")
         message = body.get("message")
@@ -134,13 +163,18 @@ async def _read_run_request(request: Request) -> tuple[str, str | None]:
             raise ApiError(400, "\"message\" must be a non-empty string")
         conversation_id = next((body[k] for k in ("conversation_id", "session_id", "thread_id")
                                 if body.get(k) is not None), None)
-        if conversation_id is not None and not (isinstance(conversation_id, str) and _ID.fullmatch(conversation_id)):
-            raise ApiError(400, "conversation_id must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'")
+        if conversation_id is not None and not (isinstance(conversation_id, str)
+                                                and _CONVERSATION_ID.fullmatch(conversation_id)):
+            raise ApiError(400, _BAD_CONVERSATION_ID.replace("conversation id", "conversation_id", 1))
     else:
         message = text
     if not message.strip():
         raise ApiError(400, "the message is empty")
-    if len(message.encode("utf-8")) > MAX_MESSAGE_BYTES:
+    try:
+        size = len(message.encode("utf-8"))
+    except UnicodeEncodeError:  # JSON can spell a lone surrogate ("\ud800"), which is no text
+        raise ApiError(400, "the message is not valid Unicode text (it has a lone surrogate)") from None
+    if size > MAX_MESSAGE_BYTES:
         raise ApiError(413, f"the message is longer than {MAX_MESSAGE_BYTES // 1024} KiB")
     return message, conversation_id
 
@@ -165,20 +199,21 @@ async def _read_body(request: Request) -> bytes:
 
 async def stream(request: Request, services: Services, conversation_id: str) -> Response:
     try:
-        if not _ID.fullmatch(conversation_id):
-            raise ApiError(400, "conversation id must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'")
+        if not _CONVERSATION_ID.fullmatch(conversation_id):
+            raise ApiError(400, _BAD_CONVERSATION_ID)
         plain = prefers_plain_text(request.headers.get("accept", ""))
         cursor = request.headers.get("last-event-id") or request.query_params.get("cursor") or None
         run = request.query_params.get("run") or None
-        if run is not None and not _ID.fullmatch(run):
+        if run is not None and not _RUN_ID.fullmatch(run):
             raise ApiError(400, "run must be a correlation id from the run's 202 answer")
-        ref = await services.log.resolve(conversation_id, cursor=cursor, correlation_id=run)
+        ref = await within(services.log.redis, services.redis_seconds,
+                           services.log.resolve(conversation_id, cursor=cursor, correlation_id=run))
         if ref.past_the_end:
             # Resumed from the run's terminal event (an EventSource nobody closed, say): nothing can
             # follow, and 204 is what tells EventSource to stop reconnecting.
             return Response(status_code=204, headers={"x-conversation-id": conversation_id})
     except ApiError as error:
-        return error_response(error.status, error.message)
+        return error.response()
     except (ConversationNotFound, RunNotFound) as error:
         what = "conversation" if isinstance(error, ConversationNotFound) else "run"
         return error_response(404, f"no such {what} (unknown, or expired): {error}")
@@ -186,9 +221,8 @@ async def stream(request: Request, services: Services, conversation_id: str) -> 
         return error_response(400, str(error))
     except CursorExpired as error:
         return error_response(410, f"{error}; start again from the beginning of the run (GET without a cursor)")
-    except RedisError as error:
-        logger.warning("run log unreachable while opening a stream: %s", error)
-        return error_response(503, "the run log (Redis) is unreachable; try again")
+    except RunLogTrouble as trouble:
+        return ApiError.of(trouble).response()
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-conversation-id": conversation_id}
     items = read_run(services.log, services.tail, ref, services.reading)
     if plain:
@@ -225,18 +259,23 @@ def prefers_plain_text(accept: str) -> bool:
 
 
 async def cancel(request: Request, services: Services, conversation_id: str) -> Response:
-    if not _ID.fullmatch(conversation_id):
-        return error_response(400, "conversation id must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'")
+    if not _CONVERSATION_ID.fullmatch(conversation_id):
+        return error_response(400, _BAD_CONVERSATION_ID)
     run = request.query_params.get("run") or None
-    if run is not None and not _ID.fullmatch(run):
+    if run is not None and not _RUN_ID.fullmatch(run):
         return error_response(400, "run must be a correlation id from the run's 202 answer")
-    try:
+
+    async def cancel_run(run: str | None) -> tuple[str, str] | None:
         run = run or await services.log.latest_run(conversation_id)
-        if run is None:
-            return error_response(404, f"no such conversation (unknown, or expired): {conversation_id}")
-        status = await services.log.cancel(conversation_id, run)
-    except RedisError:
-        return error_response(503, "the run log (Redis) is unreachable; try again")
+        return None if run is None else (run, await services.log.cancel(conversation_id, run))
+
+    try:
+        cancelled = await within(services.log.redis, services.redis_seconds, cancel_run(run))
+    except RunLogTrouble as trouble:
+        return ApiError.of(trouble).response()
+    if cancelled is None:
+        return error_response(404, f"no such conversation (unknown, or expired): {conversation_id}")
+    run, status = cancelled
     if status == "unknown":
         return error_response(404, f"no such run: {run}")
     if status == "sealed":
@@ -248,12 +287,15 @@ async def cancel(request: Request, services: Services, conversation_id: str) -> 
 
 
 async def health(services: Services) -> Response:
+    """Answers within HEALTH_SECONDS whatever Redis does: a health check that hangs is no health check."""
     try:
-        await services.log.redis.ping()
-        redis_state = "ok"
-    except (RedisError, OSError):
-        redis_state = "unreachable"
-    status = 200 if redis_state == "ok" else 503
-    body = {"status": "ok" if status == 200 else "degraded", "agents": list(services.agent_names),
-            "redis": redis_state, **services.about}
-    return JSONResponse(body, status_code=status)
+        await within(services.log.redis, HEALTH_SECONDS, services.log.redis.ping())
+        state, redis_state = "ok", "ok"
+    except RunLogTrouble as trouble:
+        # Busy: Redis answers, but this process could not get a ping through in time (shed its load).
+        state, redis_state = ("overloaded", "ok") if trouble.busy else ("degraded", "unreachable")
+        retry_after = trouble.retry_after
+    body = {"status": state, "agents": list(services.agent_names), "redis": redis_state, **services.about}
+    if state == "ok":
+        return JSONResponse(body)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(retry_after)})

@@ -8,6 +8,7 @@ the live tail keeps in XREAD BLOCK.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -32,8 +33,45 @@ def _credential_provider(client_id: str | None) -> Any:
     return create_from_default_azure_credential((_ENTRA_SCOPE,), app_kwargs=app_kwargs)
 
 
+class PoolExhausted(ConnectionError):
+    """No pooled connection came free within the pool's wait: this process has more Redis work than its
+    connections carry. Redis itself may be fine; `answered_within` tells."""
+
+
+class RunLogPool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool, plus: when Redis last answered on it, and exhaustion as its own error.
+
+    A request that could not get its Redis work done in time must say why: Redis not answering (an outage) or
+    this process queueing more work than its few connections carry (overload, worth a retry in a moment).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_answer = float("-inf")  # time.monotonic() of the last command that got a reply
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except ConnectionError as error:
+            if isinstance(error.__cause__, asyncio.TimeoutError):  # the pool's own wait, not a connect failure
+                raise PoolExhausted("no pooled Redis connection came free in time") from error
+            raise
+
+    async def release(self, connection: Any) -> None:
+        if connection.is_connected:  # a command that failed (timeout, reset) disconnects before its release
+            self.last_answer = time.monotonic()
+        await super().release(connection)
+
+
+def answered_within(client: aioredis.Redis, seconds: float) -> bool:
+    """Whether Redis answered a command on this client's pool in the last `seconds`."""
+    pool = client.connection_pool
+    return isinstance(pool, RunLogPool) and time.monotonic() - pool.last_answer <= seconds
+
+
 def connect(
-    url: str, *, entra: bool = False, client_id: str | None = None, blocking_reader: bool = False
+    url: str, *, entra: bool = False, client_id: str | None = None, blocking_reader: bool = False,
+    connections: int = POOL_CONNECTIONS,
 ) -> aioredis.Redis:
     """A client for `url`. `blocking_reader`: a single connection whose socket outlives XREAD BLOCK."""
     options: dict[str, Any] = {
@@ -46,8 +84,8 @@ def connect(
     }
     if entra:
         options["credential_provider"] = _credential_provider(client_id)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=1 if blocking_reader else POOL_CONNECTIONS, timeout=SOCKET_TIMEOUT_SECONDS, **options
+    pool = RunLogPool.from_url(
+        url, max_connections=1 if blocking_reader else connections, timeout=SOCKET_TIMEOUT_SECONDS, **options
     )
     return aioredis.Redis(connection_pool=pool)
 

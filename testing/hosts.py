@@ -26,8 +26,9 @@ class ServerProcess:
     """A server in a subprocess on a loopback port: ready once `GET /api/health` answers 200."""
 
     def __init__(self, command: list[str], *, port: int, env: dict[str, str] | None, cwd: Path,
-                 log_path: Path) -> None:
+                 log_path: Path, open_files: int | None = None) -> None:
         self.command, self.port, self.env, self.cwd, self.log_path = command, port, env, cwd, log_path
+        self.open_files = open_files  # a hard limit on the server's open files (sockets included)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -37,6 +38,7 @@ class ServerProcess:
     def start(self, timeout: float = 60.0) -> Self:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env,
+                                        preexec_fn=self._limit_open_files if self.open_files else None,
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout
@@ -51,6 +53,12 @@ class ServerProcess:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"{self.command[-1]} did not become healthy:\n{self.log()}")
+
+    def _limit_open_files(self) -> None:
+        if self.open_files is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
@@ -86,7 +94,7 @@ class StandaloneHost(ServerProcess):
     """
 
     def __init__(self, redis_url: str | None, env: dict[str, str] | None = None, *, port: int | None = None,
-                 data_dir: Path | None = None, log_path: Path | None = None) -> None:
+                 data_dir: Path | None = None, log_path: Path | None = None, open_files: int | None = None) -> None:
         port = port or free_port()
         environment = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "STREAM_", "API_KEY", "HOST"))},
@@ -100,4 +108,4 @@ class StandaloneHost(ServerProcess):
         }
         log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"standalone-{port}.log"
         super().__init__([sys.executable, "-m", "travelplanner"], port=port, env=environment, cwd=ROOT,
-                         log_path=log_path)
+                         log_path=log_path, open_files=open_files)

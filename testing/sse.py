@@ -137,8 +137,11 @@ def read_stream(client: httpx.Client, url: str, *, headers: dict[str, str] | Non
 
 async def get_stream(client: httpx.AsyncClient, url: str, *, last_event_id: str | None = None,
                      cursor: str | None = None, accept: str | None = None, max_bytes: int | None = None,
-                     within: float = 30.0) -> Response:
-    """GET a run's stream; with `max_bytes`, hang up after that many body bytes (mid-event included)."""
+                     within: float = 30.0, opened: asyncio.Event | None = None) -> Response:
+    """GET a run's stream; with `max_bytes`, hang up after that many body bytes (mid-event included).
+
+    `opened` is set once the response has begun (status and headers received), for tests that act then.
+    """
     headers = {"Accept": accept} if accept else {}
     if last_event_id:
         headers["Last-Event-ID"] = last_event_id
@@ -148,6 +151,8 @@ async def get_stream(client: httpx.AsyncClient, url: str, *, last_event_id: str 
         params["cursor"] = cursor
     body, ended = b"", True
     async with asyncio.timeout(within), client.stream("GET", path, params=params, headers=headers) as response:
+        if opened is not None:
+            opened.set()
         async for piece in response.aiter_raw():
             if max_bytes is not None and len(body) + len(piece) >= max_bytes:
                 piece, ended = piece[: max_bytes - len(body)], False

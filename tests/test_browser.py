@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import os
 import re
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,7 @@ VIEWPORT = {"width": 1000, "height": 800}
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync",
+    "--host-resolver-rules=MAP rebound.test 127.0.0.1",  # a DNS name rebound to loopback (DNS rebinding)
 ]
 HOST_ENV = {
     "OFFLINE_MODEL_CHUNKS_PER_SECOND": "100",  # a 5-day itinerary takes about 5 s
@@ -144,6 +147,14 @@ def final_answer(base_url: str, stream_url: str) -> str:
     return text
 
 
+def plan_run(base_url: str, message: str) -> dict[str, str]:
+    """A run of the host's model, started over HTTP."""
+    response = httpx.post(f"{base_url}/api/agents/TravelPlanner/run", content=message,
+                          headers={"Content-Type": "text/plain"}, timeout=10)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
 def rendered_like(page: Page, answer_index: int, source: str) -> bool:
     """True when the turn's rendered answer is exactly what the renderer makes of `source`."""
     return page.evaluate(
@@ -197,6 +208,7 @@ def test_itinerary_streams_through_server_cuts_and_the_conversation_continues(
         " return turn && turn.text.includes('**Morning') && !turn.outcome; }", timeout=RUN_TIMEOUT_MS)
     shot = page.screenshot(path=SCREENSHOT)
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+    page.evaluate("() => { document.querySelector('.answer').firstChild.keptSinceMidStream = true; }")
     assert state_of(page)[0] in ("live", "reconnecting")
     assert page.get_by_role("button", name="Cancel").is_visible()
 
@@ -207,6 +219,10 @@ def test_itinerary_streams_through_server_cuts_and_the_conversation_continues(
     assert "## Day 5" in expected
     assert first["text"] == expected  # resumed strictly after each Last-Event-ID: no gap, no repeat
     assert rendered_like(page, 0, expected)
+    # Only what changed was rendered: the answer's first block is the node it was mid-stream, and each
+    # character was rendered a few times, not once per frame (a whole re-render per frame is over 100 times).
+    assert page.evaluate("() => document.querySelector('.answer').firstChild.keptSinceMidStream === true")
+    assert first["renderedChars"] < 25 * len(first["text"]), (first["renderedChars"], len(first["text"]))
     assert page.locator(".answer").first.get_attribute("aria-busy") == "false"
     assert page.locator(".answer h3", has_text=re.compile(r"^Day 5 ")).count() == 1  # "## Day" under the page's own h1
     assert page.locator(".answer table th").count() == 4
@@ -280,6 +296,67 @@ def test_cancel_at_the_functions_path_with_a_key_and_an_html_message(
     api_calls = [url for url in watch.requests if "/api/" in url and "/api/app" not in url]
     assert any("/cancel?" in url for url in api_calls) and any("/api/agents/" in url for url in api_calls)
     assert all("code=test-key" in url for url in api_calls), api_calls
+
+
+# --- Another site cannot use the user's browser against the host ----------------------------------
+
+
+@pytest.fixture
+def other_site() -> Iterator[tuple[str, list[bytes]]]:
+    """A second web server on this machine (another origin, another site: localhost vs 127.0.0.1), serving
+    whatever page a test puts in the list. Chromium blocks a public site's requests to loopback on its own
+    (Private Network Access), but not a local one's, nor do all browsers."""
+    pages: list[bytes] = []
+
+    class Serve(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(pages[-1])
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}", pages
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_another_site_cannot_start_runs_through_the_users_browser(
+    host: StandaloneHost, page: Page, watch: PageWatch, other_site: tuple[str, list[bytes]]
+) -> None:
+    """The two requests a browser sends anywhere without asking first: a no-cors fetch of text/plain, and a
+    form the page submits itself. The host refuses both."""
+    site, pages = other_site
+    run_url = f"{host.base_url}/api/agents/TravelPlanner/run"
+    pages.append((f'<!doctype html><form id="f" method="post" action="{run_url}" enctype="text/plain">'
+                  '<input type="hidden" name="Plan a 3-day trip to Oslo" value="now"></form>'
+                  f'<script>fetch("{run_url}", {{method: "POST", mode: "no-cors", '
+                  'headers: {"Content-Type": "text/plain"}, body: "Plan a 3-day trip to Rome"});</script>').encode())
+    watch.expect_error("403")
+    posted = lambda response: response.url == run_url and response.request.method == "POST"  # noqa: E731
+    with page.expect_response(posted) as fetched:
+        page.goto(site + "/")
+    assert fetched.value.status == 403
+    with page.expect_response(posted) as submitted:
+        page.evaluate("() => document.getElementById('f').submit()")
+    assert submitted.value.status == 403
+    assert "another origin" in submitted.value.json()["error"]
+
+
+def test_a_rebound_dns_name_gets_nothing_from_the_host(host: StandaloneHost, page: Page, watch: PageWatch) -> None:
+    """DNS rebinding: the browser resolves rebound.test to 127.0.0.1 (CHROMIUM_ARGS maps it), so a page of that
+    name would be same-origin with the API. The host answers to its own names only."""
+    watch.expect_error("421")
+    response = page.goto(f"http://rebound.test:{host.port}/")
+    assert response is not None and response.status == 421
+    assert "Host" in response.json()["error"]
 
 
 # --- The events a quick run of the offline model does not produce --------------------------------
@@ -443,6 +520,87 @@ def test_markdown_renders(host: StandaloneHost, page: Page, source: str, html: s
                          box.append(window.travelPlanner.renderMarkdown(source)); return box.innerHTML; }""",
         source)
     assert rendered == html
+
+
+# --- Rendering cost: linear in the answer, and only what changed --------------------------------------
+
+# Inputs on which the renderer used to rescan the rest of the text from every marker: "*a " repeated took 7.7 s.
+PATHOLOGICAL = {
+    "emphasis": "*a " * 20_000, "underscore": "_a " * 20_000, "strong": "**a " * 20_000, "both": "***a " * 20_000,
+    "strike": "~~a " * 20_000, "unclosed links": "[a " * 20_000, "nested brackets": "[" * 20_000 + "]",
+    "images": "![a" * 20_000, "code runs": "`` a`" * 20_000, "lines of markers": "*a\n" * 40_000,
+    "quoted lines": "> a\n" * 40_000, "table-like lines": "|a|b|\n" * 40_000, "items": "- a\n" * 40_000,
+    "urls": "http://a " * 20_000,
+}
+
+
+def test_rendering_takes_time_linear_in_the_answers_length(host: StandaloneHost, page: Page) -> None:
+    page.goto(host.base_url + "/")
+    took = page.evaluate(
+        """(sources) => Object.fromEntries(Object.entries(sources).map(([name, source]) => {
+             const started = performance.now();
+             window.travelPlanner.renderMarkdown(source);
+             return [name, performance.now() - started];
+           }))""", PATHOLOGICAL)
+    slow = {name: round(ms) for name, ms in took.items() if ms > 1500}  # linear: tens of ms on this machine
+    assert not slow, f"rendering took over 1.5 s (ms): {slow}"
+
+
+def test_incremental_rendering_is_the_full_rendering_at_every_step(host: StandaloneHost, page: Page) -> None:
+    """The page renders a growing answer block by block; after every update its DOM must be exactly what rendering
+    the whole text so far gives, whatever the chunking (here: sizes 1 to 40, each source several ways)."""
+    answer = final_answer(host.base_url, plan_run(host.base_url, "Plan a 4-day trip to Kyoto")["stream_url"])
+    page.goto(host.base_url + "/")
+    sources = [answer, *[source for source, _ in RENDERED], *HOSTILE_MARKDOWN[:-2],
+               "para\n| a | b |\n|---|---|\n| 1 | 2 |\n\nafter", "- a\n\n\n- b\n\nc", "```\nx\n\n\ny\n```\nz",
+               "> q\n> r\n\n> s\n\n# H\ntext  \nmore", "1. a\n2. b\n\n3. c\n\n   d\n\ne"]
+    mismatches = page.evaluate(
+        """(sources) => {
+             const rendered = (text) => {
+               const box = document.createElement("div");
+               box.append(window.travelPlanner.renderMarkdown(text));
+               return box.innerHTML;
+             };
+             const mismatches = [];
+             sources.forEach((source, index) => {
+               for (let seed = 1; seed <= 3; seed += 1) {
+                 const box = document.createElement("div");
+                 const view = window.travelPlanner.markdownView(box);
+                 let at = 0;
+                 let random = seed * 7919 + index;
+                 while (at < source.length) {
+                   random = (random * 48271) % 2147483647;
+                   at = Math.min(source.length, at + 1 + (random % 40));
+                   view.update(source.slice(0, at));
+                   if (box.innerHTML !== rendered(source.slice(0, at))) {
+                     mismatches.push({ index, seed, at, text: source.slice(0, at).slice(-80) });
+                     break;
+                   }
+                 }
+               }
+             });
+             return mismatches;
+           }""", sources)
+    assert mismatches == []
+
+
+def test_a_growing_answer_keeps_its_finished_blocks_and_renders_little_twice(host: StandaloneHost, page: Page) -> None:
+    answer = final_answer(host.base_url, plan_run(host.base_url, "Plan a 5-day trip to Lisbon")["stream_url"])
+    page.goto(host.base_url + "/")
+    found = page.evaluate(
+        """(answer) => {
+             const box = document.createElement("div");
+             const view = window.travelPlanner.markdownView(box);
+             let first = null;
+             for (let at = 10; at < answer.length + 10; at += 10) {  // 10 characters a frame
+               view.update(answer.slice(0, at));
+               if (at > answer.length / 2) first = first || box.firstChild;  // long since complete
+             }
+             return { same: box.firstChild === first, renderedChars: view.renderedChars, length: answer.length };
+           }""", answer)
+    assert found["same"], "the first block was rendered anew after it was complete"
+    # A full re-render per frame renders about length² / 20 characters (here: over 150 times the answer).
+    assert found["renderedChars"] < 25 * found["length"], found
 
 
 def test_the_page_is_usable_on_a_narrow_screen(host: StandaloneHost, page: Page) -> None:

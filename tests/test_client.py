@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ from redis_stream_response_handler import RunLog
 from testing import ROOT
 from testing.hosts import StandaloneHost, free_port
 from testing.tcp_proxy import CuttingProxy
+from testing.waiting import until_sync
 
 MESSAGE = "Plan a 3-day trip to Tokyo"
 CLIENT_ENV_NAMES = ("TRAVELPLANNER_URL", "TRAVELPLANNER_API_KEY", "API_KEY")
@@ -135,7 +137,7 @@ def test_connections_cut_at_random_bytes_lose_and_repeat_nothing(host: Standalon
     assert result.stderr.count(b"reconnecting") >= proxy.cuts - 1, result.stderr.decode()
 
 
-def test_server_restart_mid_run_is_survived(redis_url: str) -> None:
+def test_server_restart_mid_run_is_survived(redis_url: str, tmp_path: Path) -> None:
     """The host goes away mid-run (connections refused for seconds) and comes back on the same Redis.
 
     The host is killed (a graceful stop would let the run finish first). The embedded durable backend
@@ -145,15 +147,18 @@ def test_server_restart_mid_run_is_survived(redis_url: str) -> None:
     env = {"OFFLINE_MODEL_CHUNKS_PER_SECOND": "60", "STREAM_STALL_SECONDS": "2", "REDIS_OUTAGE_SECONDS": "1"}
     first = StandaloneHost(redis_url, env).start()
     second = StandaloneHost(redis_url, env, port=first.port)
+    printed = tmp_path / "stdout"
     try:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "client.py"), "--plain", "--url", first.base_url, "--max-wait", "30", MESSAGE],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            env={k: v for k, v in os.environ.items() if k not in CLIENT_ENV_NAMES})
-        time.sleep(1.5)
+        with printed.open("wb") as stdout_file:
+            process = subprocess.Popen(
+                [sys.executable, str(ROOT / "client.py"), "--plain", "--url", first.base_url, "--max-wait", "30",
+                 MESSAGE], stdout=stdout_file, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                env={k: v for k, v in os.environ.items() if k not in CLIENT_ENV_NAMES})
+        until_sync(lambda: printed.stat().st_size > 100, what="the client printing the run's first chunks")
         first.kill()
         second.start()
-        stdout, stderr = process.communicate(timeout=30)
+        _, stderr = process.communicate(timeout=30)
+        stdout = printed.read_bytes()
         assert process.returncode == 1, stderr.decode()
         served = plain_text(second.base_url, f"/api/agent/stream/{conversation_of(stderr)}")
     finally:

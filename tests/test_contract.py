@@ -16,7 +16,8 @@ import pytest
 
 from redis_stream_response_handler import Retention, RunLog, WritePolicy, stream_key
 from streaming.redis_clients import connect
-from testing.sse import parse, read_stream, reassemble
+from testing.sse import SSEStream, read_stream, reassemble
+from testing.waiting import until
 
 PLAN = "Plan a 3-day trip to Tokyo"
 
@@ -46,29 +47,44 @@ def finished_run(client: httpx.Client, message: str = PLAN, **fields: str) -> tu
 
 
 def write_run(redis_url: str, conversation_id: str, pieces: list[tuple[str, str]], *,
-              maxlen: int = 20000, through_writer: bool = False) -> None:
-    """A run written straight into the shared Redis, for cases a model cannot be asked for.
+              maxlen: int = 20000, through_writer: bool = False) -> str:
+    """A run written straight into the shared Redis, for cases a model cannot be asked for; returns its id.
 
     One entry per piece, or `through_writer` as the agent writes (its buffering and newline rules).
     """
+    correlation_id = uuid.uuid4().hex
 
     async def write() -> None:
         log = RunLog(connect(redis_url), Retention(ttl_seconds=120, maxlen=maxlen))
         try:
-            correlation_id = uuid.uuid4().hex
             await log.open_run(conversation_id, correlation_id)
             if through_writer:
                 writer = log.writer(conversation_id, correlation_id, WritePolicy())
                 for kind, text in pieces:
                     if kind == "message":
                         writer.add(text)
-                        await asyncio.sleep(0.01)
+                        await until(lambda: writer.unwritten == 0, what="the chunk in the log")  # one entry each
                     else:
                         await writer.finish(kind, text)
                 return
             await log.begin_attempt(conversation_id, correlation_id)
             for piece in pieces:
                 await log.append(conversation_id, correlation_id, 1, [piece])
+        finally:
+            await log.redis.aclose()
+
+    asyncio.run(write())
+    return correlation_id
+
+
+def append(redis_url: str, conversation_id: str, correlation_id: str, pieces: list[tuple[str, str]]) -> None:
+    """More entries for a run that `write_run` left open."""
+
+    async def write() -> None:
+        log = RunLog(connect(redis_url), Retention(ttl_seconds=120, maxlen=20000))
+        try:
+            for piece in pieces:
+                assert await log.append(conversation_id, correlation_id, 1, [piece]) == "ok"
         finally:
             await log.redis.aclose()
 
@@ -97,7 +113,7 @@ def test_stream_right_after_202_is_never_404(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("alias", ["conversation_id", "session_id", "thread_id"])
 def test_json_body_continues_a_conversation_by_id_or_alias(client: httpx.Client, alias: str) -> None:
-    conversation_id = f"trip-{uuid.uuid4().hex[:8]}"
+    conversation_id = f"trip-{uuid.uuid4().hex[:12]}"  # 16 characters at least: ids are secrets
     run = start(client, "Plan a weekend in Rome", **{alias: conversation_id})
     assert run["conversation_id"] == conversation_id
 
@@ -198,18 +214,26 @@ def test_cut_anywhere_including_mid_event_then_resume_loses_and_repeats_nothing(
         assert rest[-1].kind == "done"
 
 
-def test_live_stream_delivers_while_the_run_is_still_writing(client: httpx.Client, host) -> None:  # type: ignore[no-untyped-def]
-    run = start(client)
-    with client.stream("GET", run["stream_url"]) as response:
-        first_event_at = None
-        raw = b""
-        for chunk in response.iter_raw():
-            raw += chunk
-            if first_event_at is None and b"event: message" in raw:
-                first_event_at = time.monotonic()
-        done_at = time.monotonic()
-    assert parse(raw).events[-1].kind == "done"
-    assert first_event_at is not None and first_event_at < done_at
+def test_live_stream_delivers_while_the_run_is_still_writing(client: httpx.Client, redis_url: str) -> None:
+    """The first event reaches the client while the run is still open, and the rest follows on the same response.
+
+    The run's end is written only once the client holds its first event: a host that buffered the response
+    (until the run ended, or until the window closed) would send nothing, or end the response first.
+    """
+    conversation_id = f"live-{uuid.uuid4().hex}"
+    run = write_run(redis_url, conversation_id, [("message", "Day 1: ")])  # no terminal: still running
+    received = SSEStream()
+    with client.stream("GET", f"/api/agent/stream/{conversation_id}", timeout=10) as response:
+        chunks = response.iter_raw()
+        while not received.events:
+            received.feed(next(chunks))  # a buffering host sends nothing: the read times out
+        assert received.closing is None, "the response ended before the run did"
+        append(redis_url, conversation_id, run, [("message", "Day 2"), ("done", "")])
+        for chunk in chunks:
+            received.feed(chunk)
+    assert [(e.kind, e.data) for e in received.events] == [("message", "Day 1: "), ("message", "Day 2"),
+                                                            ("done", "[DONE]")]
+    assert received.closing is None, "the run's end came on a later response, not this one"
 
 
 # --- plain text -----------------------------------------------------------------------------------

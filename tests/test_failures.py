@@ -13,14 +13,19 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis as sync_redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response as HttpResponse
+from starlette.routing import Route
 
 from redis_stream_response_handler import (
     Liveness,
@@ -31,10 +36,13 @@ from redis_stream_response_handler import (
     normalize_newlines,
     stream_key,
 )
+from streaming.http_api import Services, start_run
+from streaming.live_tail import LiveTail
 from streaming.redis_clients import connect
 from testing.hosts import StandaloneHost
 from testing.scripted_model import ScriptedModel, ScriptedModelError, execute
 from testing.sse import ReceivedEvent, Response, get_stream, reassemble, terminals
+from testing.waiting import until
 from travelplanner.embedded_redis import EmbeddedRedis
 
 AGENT = "TravelPlanner"
@@ -97,6 +105,24 @@ async def read_to_terminal(base_url: str, url: str, *, deadline: float = 30.0, c
             if events and events[-1].terminal:
                 return events, responses
     raise AssertionError(f"no terminal event within {deadline} s; got {[e.kind for e in events]}")
+
+
+def tail_is_reading(server: EmbeddedRedis) -> bool:
+    """A client of this Redis is blocked in XREAD: a host's live tail is following streams for its readers."""
+    with sync_redis.Redis(port=server.port, decode_responses=True) as admin:
+        return any("b" in c["flags"] and c["cmd"] == "xread" for c in admin.client_list())
+
+
+def refuses_connections(server: EmbeddedRedis) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+async def expired(log: RunLog, conversation_id: str) -> bool:
+    return not await log.redis.exists(stream_key(conversation_id), meta_key(conversation_id))
 
 
 def redis_pid(server: EmbeddedRedis) -> int:
@@ -174,7 +200,7 @@ async def test_an_overlapping_redelivery_replaces_the_first_attempt_and_fences_i
     first = ScriptedModel([f"old{i} " for i in range(200)], chunks_per_second=100)
     second = ScriptedModel([f"new{i} " for i in range(30)], chunks_per_second=100)
     first_task = asyncio.create_task(execute(first, redis_url, conversation, run, policy=POLICY, retention=RETENTION))
-    await asyncio.sleep(0.4)
+    await until(lambda: first.produced >= 20, what="the first attempt streaming")
     replacement = await execute(second, redis_url, conversation, run, policy=POLICY, retention=RETENTION)
     stale = await asyncio.wait_for(first_task, 10)
     assert stale.writer is not None and stale.writer.fenced in ("replaced", "sealed")
@@ -300,7 +326,7 @@ async def test_a_short_redis_outage_loses_nothing(dedicated_redis: EmbeddedRedis
     model = ScriptedModel(ANSWER, chunks_per_second=15)  # 4 s of streaming
     running = asyncio.create_task(execute(model, dedicated_redis.url, conversation, run, policy=POLICY,
                                           retention=RETENTION))
-    await asyncio.sleep(0.8)
+    await until(lambda: model.produced >= 10, what="the run streaming")  # the outage comes mid-run
     await outage(dedicated_redis, flavour, 2.5)
     outcome = await asyncio.wait_for(running, 30)
     assert outcome.error is None and outcome.writer is not None and outcome.writer.interrupted is None
@@ -320,7 +346,7 @@ async def test_a_redis_freeze_longer_than_the_socket_timeout_doubles_nothing(ded
     model = ScriptedModel(ANSWER, chunks_per_second=15)
     running = asyncio.create_task(execute(model, dedicated_redis.url, conversation, run, policy=POLICY,
                                           retention=RETENTION))
-    await asyncio.sleep(0.8)
+    await until(lambda: model.produced >= 10, what="the run streaming")
     await outage(dedicated_redis, "freeze", 7.0)  # the client's socket timeout is 5 s
     outcome = await asyncio.wait_for(running, 60)
     assert outcome.error is None
@@ -340,7 +366,7 @@ async def test_a_long_redis_outage_ends_the_run_with_an_error_once_redis_is_back
     policy = WritePolicy(outage_seconds=1.5, liveness=Liveness(stall_seconds=1.5))
     running = asyncio.create_task(execute(model, dedicated_redis.url, conversation, run, policy=policy,
                                           retention=RETENTION, settle_seconds=30))
-    await asyncio.sleep(0.5)
+    await until(lambda: model.produced >= 8, what="the run streaming")
     await outage(dedicated_redis, "restart", 4.0)
     outcome = await asyncio.wait_for(running, 60)
     assert outcome.error is None and outcome.text == "".join(ANSWER), "the agent run itself must not fail"
@@ -356,6 +382,99 @@ def outage_host(redis: EmbeddedRedis, tmp_path: Path) -> StandaloneHost:
     return StandaloneHost(redis.url, env, log_path=tmp_path / "host.log").start()
 
 
+async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await request
+    return response, time.monotonic() - started
+
+
+async def test_a_frozen_redis_gets_prompt_honest_503s_not_slow_answers(
+    dedicated_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Regression: with Redis stopped (SIGSTOP), health, POST and stream answered 503 only after 15 s, later
+    requests after 46 s, and some hung for 40 s. A health check must answer within 2 s whatever Redis does, and
+    every other request within a few seconds, including requests that arrive while earlier ones still wait."""
+    server = outage_host(dedicated_redis, tmp_path)
+    pid = redis_pid(dedicated_redis)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+            started = (await client.post(f"/api/agents/{AGENT}/run", content="Plan 1 day in Oslo")).json()
+            await read_to_terminal(server.base_url, started["stream_url"])
+            os.kill(pid, signal.SIGSTOP)
+            for wave in range(2):  # the second wave comes while the first one's connections are still stuck
+                answers = await asyncio.gather(
+                    timed(client.get("/api/health")),
+                    *[timed(client.post(f"/api/agents/{AGENT}/run", content="Plan 2 days in Rome")) for _ in range(5)],
+                    *[timed(client.get(started["stream_url"])) for _ in range(5)],
+                    timed(client.post(f"/api/agent/stream/{started['conversation_id']}/cancel")))
+                (health, health_took), *others = answers
+                assert health.status_code == 503 and health.json()["redis"] == "unreachable", health.text
+                assert health_took < 2, f"wave {wave}: health took {health_took:.1f} s"
+                for response, took in others:
+                    assert response.status_code == 503, (wave, response.status_code, response.text)
+                    assert "Redis" in response.json()["error"] and "Retry-After" in response.headers
+                    what = f"{response.request.method} {response.request.url.path}"
+                    assert took < 5, f"wave {wave}: {what} took {took:.1f} s"
+            os.kill(pid, signal.SIGCONT)
+            await until(lambda: _answers(client, "/api/health", 200), within=15, what="health back after the thaw")
+            again = await client.post(f"/api/agents/{AGENT}/run", content="Plan 1 day in Oslo")
+            assert again.status_code == 202, again.text
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+async def _answers(client: httpx.AsyncClient, path: str, status: int) -> bool:
+    return (await client.get(path)).status_code == status
+
+
+async def test_a_run_log_pool_busy_while_redis_answers_is_reported_as_overload_not_an_outage(
+    dedicated_redis: EmbeddedRedis,
+) -> None:
+    """Regression: at 1,500 POSTs, 200 at a time, some answered 503 "the run log (Redis) is unreachable" while
+    Redis was fine: the process's few pooled connections were all busy (No connection available). Here one
+    pooled connection is kept busy by a queue of 20 ms commands that Redis does answer."""
+    redis = connect(dedicated_redis.url, connections=1)
+    log = RunLog(redis, RETENTION)
+    services = Services(log, LiveTail(redis, redis), DispatchNothing(), ("TravelPlanner",), redis_seconds=1.0)
+
+    async def run(request: Request) -> HttpResponse:
+        return await start_run(request, services, "TravelPlanner")
+
+    app = Starlette(routes=[Route("/run", run, methods=["POST"])])
+    twenty_ms = redis.register_script(
+        "local t = redis.call('TIME') local start = t[1] * 1e6 + t[2] "
+        "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - start >= 20000 return 1")
+    try:
+        assert await redis.ping()
+        waiting = 0
+
+        async def queued() -> None:
+            nonlocal waiting
+            waiting += 1
+            await twenty_ms()
+
+        queue = [asyncio.create_task(queued()) for _ in range(300)]  # 6 s of work for one connection
+        await until(lambda: waiting == 300, what="the queue in line for the connection")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            response, took = await timed(client.post("/run", content="Plan a trip",
+                                                     headers={"Content-Type": "text/plain"}))
+        await asyncio.gather(*queue, return_exceptions=True)  # some of the queue wait out the pool, too
+    finally:
+        await redis.aclose()
+    assert response.status_code == 503, response.text
+    assert "busy" in response.json()["error"] and "unreachable" not in response.json()["error"]
+    assert int(response.headers["retry-after"]) >= 1
+    assert took < 3
+
+
+class DispatchNothing:
+    async def dispatch(self, agent_name: str, conversation_id: str, correlation_id: str, message: str) -> None:
+        return None
+
+
 async def test_a_reader_during_a_redis_restart_ends_cleanly_and_resumes_after(
     dedicated_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
@@ -369,9 +488,9 @@ async def test_a_reader_during_a_redis_restart_ends_cleanly_and_resumes_after(
                                               retention=RETENTION))
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
             reading = asyncio.create_task(get_stream(client, url, within=60))
-            await asyncio.sleep(1.5)
+            await until(lambda: model.produced >= 10 and tail_is_reading(dedicated_redis), what="a live reader")
             down = asyncio.create_task(outage(dedicated_redis, "restart", 5.0))
-            await asyncio.sleep(0.3)
+            await until(lambda: refuses_connections(dedicated_redis), what="Redis down")
             cut = time.monotonic()
             first = await reading
             ended_after = time.monotonic() - cut
@@ -407,7 +526,7 @@ async def test_a_reader_rides_out_a_redis_freeze_with_heartbeats(
         writing = asyncio.create_task(execute(model, dedicated_redis.url, conversation, run, policy=POLICY,
                                               retention=RETENTION))
         reading = asyncio.create_task(read_to_terminal(server.base_url, url, deadline=60))
-        await asyncio.sleep(1.5)
+        await until(lambda: model.produced >= 15 and tail_is_reading(dedicated_redis), what="a live reader")
         await outage(dedicated_redis, "freeze", 4.0)
         events, responses = await reading
         await asyncio.wait_for(writing, 30)
@@ -431,7 +550,7 @@ async def test_cancel_ends_the_run_with_one_cancelled_event_and_stops_the_model(
     running = asyncio.create_task(execute(model, redis_url, conversation, run, policy=POLICY, retention=RETENTION))
     url = f"/api/agent/stream/{conversation}?run={run}"
     reader = asyncio.create_task(read_to_terminal(host.base_url, url, deadline=15))
-    await asyncio.sleep(1.0)
+    await until(lambda: model.produced >= 20, what="the run streaming")
     async with httpx.AsyncClient(base_url=host.base_url, timeout=10) as client:
         cancelled = await client.post(f"/api/agent/stream/{conversation}/cancel", params={"run": run})
         assert cancelled.status_code == 200, cancelled.text
@@ -523,7 +642,7 @@ async def test_readers_hanging_up_while_they_join_the_live_tail_leave_nothing_su
             # One reader that stays: the tail is inside XREAD BLOCK whenever another reader joins.
             keeper = asyncio.create_task(get_stream(client, f"/api/agent/stream/{keeper_conversation}"
                                                     f"?run={keeper_run}", within=60))
-            await asyncio.sleep(0.5)
+            await until(lambda: tail_is_reading(dedicated_redis), what="the live tail in XREAD BLOCK")
 
             async def hang_up_soon(conversation: str, run: str) -> None:
                 with contextlib.suppress(TimeoutError, httpx.HTTPError):
@@ -535,10 +654,9 @@ async def test_readers_hanging_up_while_they_join_the_live_tail_leave_nothing_su
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-        await asyncio.sleep(6.5)  # longer than the tail's XREAD BLOCK (5 s): an idle tail stops reading
-        with sync_redis.Redis(port=dedicated_redis.port, decode_responses=True) as admin:
-            blocked = [c for c in admin.client_list() if "b" in c["flags"] and c["cmd"] == "xread"]
-        assert blocked == [], "the live tail still reads for readers that have all gone"
+        # An idle tail stops reading once its XREAD BLOCK (5 s) ends; one that kept a gone reader never does.
+        await until(lambda: not tail_is_reading(dedicated_redis), within=20,
+                    what="the live tail to stop reading for readers that have all gone")
     finally:
         server.stop()
 
@@ -555,13 +673,14 @@ async def test_sigterm_closes_open_streams_at_once_and_a_restarted_host_resumes(
         async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
             started = (await client.post(f"/api/agents/{AGENT}/run", content="Plan 3 days in Oslo")).json()
             finished, _ = await read_to_terminal(server.base_url, started["stream_url"])
-            waiting = []
+            waiting, opened = [], []
             for _ in range(5):  # readers of runs nobody executes: their streams stay open
                 conversation, run = new_ids()
                 await open_run(redis_url, conversation, run)
+                opened.append(asyncio.Event())
                 waiting.append(asyncio.create_task(get_stream(client, f"/api/agent/stream/{conversation}?run={run}",
-                                                              within=30)))
-            await asyncio.sleep(1.0)
+                                                              within=30, opened=opened[-1])))
+            await until(lambda: all(event.is_set() for event in opened), what="five open streams")
             stopped = time.monotonic()
             server.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
             closed = await asyncio.gather(*waiting)
@@ -592,9 +711,9 @@ async def test_an_expired_conversation_is_404_at_once(host: StandaloneHost, redi
         writer.add("soon gone")
         await writer.finish("done")
         assert 0 < await log.redis.ttl(meta_key(conversation)) <= 1
+        await until(lambda: expired(log, conversation), within=5, what="Redis to expire the conversation")
     finally:
         await log.redis.aclose()
-    await asyncio.sleep(1.5)
     async with httpx.AsyncClient(base_url=host.base_url, timeout=5) as client:
         response = await client.get(f"/api/agent/stream/{conversation}", params={"run": run})
         assert response.status_code == 404 and "expired" in response.json()["error"]

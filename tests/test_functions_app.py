@@ -30,8 +30,9 @@ FIRST_MESSAGE = "Plan a 3-day trip to Lisbon"
 FOLLOW_UP = "What should I pack?"
 
 
-def http_function(route: str, method: str, auth: str, *, durable_client: bool = False) -> list[dict[str, Any]]:
-    trigger = {"direction": "IN", "type": "httpTrigger", "name": "req", "methods": [method], "authLevel": auth,
+def http_function(route: str, methods: list[str], auth: str, *, durable_client: bool = False
+                  ) -> list[dict[str, Any]]:
+    trigger = {"direction": "IN", "type": "httpTrigger", "name": "req", "methods": methods, "authLevel": auth,
                "route": route}
     client = [{"direction": "IN", "type": "durableClient", "name": "client"}] if durable_client else []
     return [*client, trigger, {"direction": "OUT", "type": "http", "name": "$return"}]
@@ -40,11 +41,11 @@ def http_function(route: str, method: str, auth: str, *, durable_client: bool = 
 # The function metadata the worker reports to the host at indexing: names, triggers, routes, methods,
 # auth levels and every binding.
 FUNCTIONS = {
-    "run_agent": http_function("agents/{agent_name}/run", "POST", "FUNCTION", durable_client=True),
-    "stream": http_function("agent/stream/{conversation_id}", "GET", "FUNCTION"),
-    "cancel": http_function("agent/stream/{conversation_id}/cancel", "POST", "FUNCTION"),
-    "health": http_function("health", "GET", "ANONYMOUS"),
-    "page": http_function("app", "GET", "ANONYMOUS"),
+    "run_agent": http_function("agents/{agent_name}/run", ["POST"], "FUNCTION", durable_client=True),
+    "stream": http_function("agent/stream/{conversation_id}", ["GET"], "FUNCTION"),
+    "cancel": http_function("agent/stream/{conversation_id}/cancel", ["POST"], "FUNCTION"),
+    "health": http_function("health", ["GET", "HEAD"], "ANONYMOUS"),
+    "page": http_function("app", ["GET"], "ANONYMOUS"),
     ENTITY: [{"direction": "IN", "type": "entityTrigger", "name": "context", "entityName": ENTITY}],
 }
 
@@ -200,6 +201,15 @@ async def test_health_answers_through_the_function(client: httpx.AsyncClient) ->
     assert response.status_code == 200, response.text
     assert response.json() == {"status": "ok", "agents": [AGENT], "redis": "ok",
                                "model": {"kind": "offline", "host": None, "name": "offline-demo"}}
+
+
+async def test_the_page_is_served_with_its_policy_and_cannot_be_framed(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/app")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "require-trusted-types-for 'script'" in policy
 
 
 # --- a run -------------------------------------------------------------------------------------

@@ -183,7 +183,7 @@ def test_the_document_describes_the_contract(fuzzed_host: StandaloneHost) -> Non
     document = httpx.get(f"{fuzzed_host.base_url}/api/openapi.json", timeout=5).json()
     run = document["paths"]["/api/agents/{agent_name}/run"]["post"]
     assert {"text/plain", "application/json"} <= set(run["requestBody"]["content"])
-    assert {"202", "400", "404", "413", "415", "503"} <= set(run["responses"])
+    assert {"202", "400", "404", "413", "415", "429", "503"} <= set(run["responses"])
     stream = document["paths"]["/api/agent/stream/{conversation_id}"]["get"]
     assert {"text/event-stream", "text/plain"} <= set(stream["responses"]["200"]["content"])
     assert {"400", "404", "410", "503"} <= set(stream["responses"])

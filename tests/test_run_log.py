@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from redis_stream_response_handler import (
+    QUEUE_KEY,
+    Admission,
+    ConversationBusy,
     ConversationNotFound,
     CursorExpired,
     InvalidCursor,
     Liveness,
+    QueueFull,
     Retention,
     RunEvent,
     RunLog,
@@ -22,6 +27,7 @@ from redis_stream_response_handler import (
     previous_entry_id,
     stream_key,
 )
+from testing.waiting import until
 
 FAST = WritePolicy(outage_seconds=2.0, liveness=Liveness(stall_seconds=1.5))
 
@@ -38,6 +44,17 @@ async def logged(log: RunLog, ref: RunRef) -> list[RunEvent]:
 
 async def events_of(log: RunLog, conversation_id: str, **where: str) -> list[RunEvent]:
     return await logged(log, await log.resolve(conversation_id, **where))
+
+
+async def lease_older_than(log: RunLog, conversation_id: str, seconds: float) -> bool:
+    """The run's last sign of life is older than `seconds` by the Redis server's own clock (which leases use)."""
+    lease = int(await log.redis.hget(meta_key(conversation_id), "lease"))
+    now_seconds, now_micros = await log.redis.time()
+    return now_seconds * 1000 + now_micros // 1000 - lease > seconds * 1000
+
+
+async def gone(log: RunLog, conversation_id: str) -> bool:
+    return not await log.redis.exists(stream_key(conversation_id), meta_key(conversation_id))
 
 
 def text_of(events: list[RunEvent]) -> str:
@@ -116,10 +133,10 @@ async def test_a_redelivered_run_resets_readers_and_fences_the_old_attempt(
     await run_log.open_run(conversation_id, "run-1")
     old = run_log.writer(conversation_id, "run-1", FAST)
     old.add("partial answ")
-    await asyncio.sleep(0.2)
+    await until(lambda: old.unwritten == 0, what="the first attempt's text in the log")
     new = run_log.writer(conversation_id, "run-1", FAST)  # the durable host runs it again
     new.add("complete answer")
-    await asyncio.sleep(0.2)
+    await until(lambda: new.attempt == 2 and new.unwritten == 0, what="the second attempt's text in the log")
     old.add("er from a zombie")
     await old.finish("done")
     await new.finish("done")
@@ -133,7 +150,7 @@ async def test_cancel_seals_the_run_and_stops_its_writer(run_log: RunLog, conver
     await run_log.open_run(conversation_id, "run-1")
     writer = run_log.writer(conversation_id, "run-1", FAST)
     writer.add("start")
-    await asyncio.sleep(0.1)
+    await until(lambda: writer.unwritten == 0, what="the text in the log")
     assert await run_log.cancel(conversation_id, "run-1") == "ok"
     assert await run_log.cancel(conversation_id, "run-1") == "sealed"
     writer.add(" more")
@@ -147,7 +164,7 @@ async def test_a_stalled_run_is_ended_once_with_an_error(run_log: RunLog, conver
     await run_log.open_run(conversation_id, "run-1")
     await run_log.begin_attempt(conversation_id, "run-1")  # a worker began it, then went silent
     assert await run_log.seal_if_stalled(conversation_id, "run-1", Liveness(5, 5)) == "alive"
-    await asyncio.sleep(0.3)
+    await until(lambda: lease_older_than(run_log, conversation_id, 0.3), what="the lease to age")
     assert await run_log.seal_if_stalled(conversation_id, "run-1", Liveness(0.2, 0.2)) == "stalled"
     assert await run_log.seal_if_stalled(conversation_id, "run-1", Liveness(0.2, 0.2)) == "sealed"
     events = await events_of(run_log, conversation_id)
@@ -158,7 +175,7 @@ async def test_a_stalled_run_is_ended_once_with_an_error(run_log: RunLog, conver
 async def test_a_live_writer_keeps_its_run_from_stalling(run_log: RunLog, conversation_id: str) -> None:
     await run_log.open_run(conversation_id, "run-1")
     writer = run_log.writer(conversation_id, "run-1", WritePolicy(liveness=Liveness(stall_seconds=0.3)))
-    await asyncio.sleep(0.6)  # silent, like a long tool call, but alive
+    await until(lambda: writer.flushes >= 6, what="six lease renewals")  # silent, like a long tool call, but alive
     assert await run_log.seal_if_stalled(conversation_id, "run-1", Liveness(0.4, 0.4)) == "alive"
     await writer.finish("done")
 
@@ -181,7 +198,7 @@ async def test_interleaved_runs_stay_apart(run_log: RunLog, conversation_id: str
     for i in range(20):
         a.add(f"a{i}")
         b.add(f"b{i}")
-        await asyncio.sleep(0.002)
+        await until(lambda: a.unwritten == 0 and b.unwritten == 0, what="both chunks in the log")
     await a.finish("done")
     await b.finish("error", "model failed")
     assert text_of(await events_of(run_log, conversation_id, correlation_id="a")) == "".join(f"a{i}" for i in range(20))
@@ -194,7 +211,7 @@ async def test_cursor_resumes_strictly_after_it_at_every_position(run_log: RunLo
     writer = run_log.writer(conversation_id, "run-1", FAST)
     for i in range(8):
         writer.add(f"w{i} ")
-        await asyncio.sleep(0.005)
+        await until(lambda: writer.unwritten == 0, what="the chunk in the log")  # one entry per chunk
     await writer.finish("done")
     events = await events_of(run_log, conversation_id)
     for index, event in enumerate(events):
@@ -240,6 +257,36 @@ async def test_a_trimmed_cursor_is_gone_not_a_silent_gap(redis_url: str, convers
 
 
 async def test_every_write_slides_the_ttl_of_both_keys(redis_url: str, conversation_id: str) -> None:
+    """A long run must not expire while it is still writing: each kind of write renews both keys' TTL."""
+    from streaming.redis_clients import connect
+
+    log = RunLog(connect(redis_url), Retention(ttl_seconds=60, maxlen=100))
+    keys = (stream_key(conversation_id), meta_key(conversation_id))
+
+    async def expiring_soon() -> None:  # as if 59 s had passed since the last write
+        for key in keys:
+            assert await log.redis.pexpire(key, 1000)
+
+    async def renewed() -> bool:
+        return all([await log.redis.pttl(key) > 59_000 for key in keys])
+
+    try:
+        await log.open_run(conversation_id, "run-1")
+        assert await renewed()
+        await expiring_soon()
+        assert await log.begin_attempt(conversation_id, "run-1") == 1
+        assert await renewed(), "beginning an attempt did not renew the TTL"
+        await expiring_soon()
+        assert await log.append(conversation_id, "run-1", 1, [("message", "more")]) == "ok"
+        assert await renewed(), "an append did not renew the TTL"
+        await expiring_soon()
+        assert await log.append(conversation_id, "run-1", 1, []) == "ok"  # a writer's lease renewal
+        assert await renewed(), "a lease renewal did not renew the TTL"
+    finally:
+        await log.redis.aclose()
+
+
+async def test_a_conversation_is_gone_once_its_ttl_has_passed(redis_url: str, conversation_id: str) -> None:
     from streaming.redis_clients import connect
 
     log = RunLog(connect(redis_url), Retention(ttl_seconds=1, maxlen=100))
@@ -247,8 +294,7 @@ async def test_every_write_slides_the_ttl_of_both_keys(redis_url: str, conversat
         await log.open_run(conversation_id, "run-1")
         for key in (stream_key(conversation_id), meta_key(conversation_id)):
             assert 0 < await log.redis.pttl(key) <= 1000
-        await asyncio.sleep(1.3)
-        assert not await log.redis.exists(stream_key(conversation_id), meta_key(conversation_id))
+        await until(lambda: gone(log, conversation_id), within=5, what="Redis to expire both keys")
         with pytest.raises(ConversationNotFound):
             await log.resolve(conversation_id)
     finally:
@@ -269,7 +315,7 @@ async def test_a_crlf_split_across_chunks_is_one_line_break(run_log: RunLog, con
     writer = run_log.writer(conversation_id, "run-1", FAST)
     for piece in ["one\r", "\ntwo\r", "\r", "\nthree"]:
         writer.add(piece)
-        await asyncio.sleep(0.05)  # separate flushes
+        await until(lambda: writer.unwritten == 0, what="the piece in the log")  # separate flushes
     await writer.finish("done")
     assert text_of(await events_of(run_log, conversation_id)) == "one\ntwo\n\nthree"
 
@@ -278,8 +324,77 @@ async def test_a_run_no_worker_has_begun_gets_the_start_allowance_not_the_stall_
     run_log: RunLog, conversation_id: str
 ) -> None:
     await run_log.open_run(conversation_id, "queued")
-    await asyncio.sleep(0.3)
+    await until(lambda: lease_older_than(run_log, conversation_id, 0.3), what="the lease to age")
     assert await run_log.seal_if_stalled(conversation_id, "queued", Liveness(0.2, 5)) == "alive"
     assert await run_log.seal_if_stalled(conversation_id, "queued", Liveness(0.2, 0.2)) == "stalled"
     events = await events_of(run_log, conversation_id)
     assert [e.kind for e in events] == ["error"] and "not started" in events[0].text
+
+
+# --- Admission: how many accepted runs may wait for a worker ---------------------------------------
+
+
+@pytest.fixture
+async def own_log(tmp_path: Path) -> AsyncIterator[RunLog]:
+    """A run log on a Redis of the test's own: the queue of waiting runs is shared by the whole server."""
+    from streaming.redis_clients import connect
+    from travelplanner.embedded_redis import EmbeddedRedis
+
+    with EmbeddedRedis(tmp_path) as server:
+        log = RunLog(connect(server.url), Retention(ttl_seconds=120, maxlen=1000))
+        yield log
+        await log.redis.aclose()
+
+
+async def test_runs_waiting_for_a_worker_are_capped_across_conversations(own_log: RunLog) -> None:
+    admission = Admission(max_queued_runs=2, max_queued_per_conversation=0, window_seconds=600)
+    await own_log.open_run("conversation-aaaaaaaa", "run-1", admission=admission)
+    await own_log.open_run("conversation-bbbbbbbb", "run-2", admission=admission)
+    with pytest.raises(QueueFull) as full:
+        await own_log.open_run("conversation-cccccccc", "run-3", admission=admission)
+    assert full.value.waiting == 2
+    with pytest.raises(ConversationNotFound):  # refused means nothing was written
+        await own_log.resolve("conversation-cccccccc")
+    assert await own_log.begin_attempt("conversation-aaaaaaaa", "run-1") == 1  # a worker began one
+    await own_log.open_run("conversation-cccccccc", "run-3", admission=admission)
+    assert await own_log.cancel("conversation-bbbbbbbb", "run-2") == "ok"  # a cancelled run waits no more
+    await own_log.open_run("conversation-dddddddd", "run-4", admission=admission)
+    await own_log.open_run("conversation-eeeeeeee", "run-5")  # no admission (a worker's own): not counted
+    assert await own_log.redis.pttl(QUEUE_KEY) > 0
+
+
+async def test_turns_waiting_in_one_conversation_are_capped(own_log: RunLog) -> None:
+    admission = Admission(max_queued_runs=100, max_queued_per_conversation=2, window_seconds=600)
+    conversation = "conversation-ffffffff"
+    await own_log.open_run(conversation, "turn-1", admission=admission)
+    await own_log.open_run(conversation, "turn-2", admission=admission)
+    with pytest.raises(ConversationBusy) as busy:
+        await own_log.open_run(conversation, "turn-3", admission=admission)
+    assert busy.value.waiting == 2
+    await own_log.open_run("conversation-gggggggg", "other-1", admission=admission)  # others are not affected
+    assert (await own_log.resolve(conversation)).correlation_id == "turn-2"  # the refused turn left no trace
+    await own_log.begin_attempt(conversation, "turn-1")
+    await own_log.open_run(conversation, "turn-3", admission=admission)
+    with pytest.raises(ConversationBusy):
+        await own_log.open_run(conversation, "turn-4", admission=admission)
+    assert await own_log.cancel(conversation, "turn-2") == "ok"
+    await own_log.open_run(conversation, "turn-4", admission=admission)
+    assert await own_log.redis.zcard(QUEUE_KEY) == 3  # turn-3, turn-4, other-1: refused turns left none
+
+
+async def test_a_run_waiting_longer_than_the_start_allowance_no_longer_counts(own_log: RunLog) -> None:
+    """It will end as "not started" anyway; counting it for ever would refuse every run after an outage."""
+    admission = Admission(max_queued_runs=1, max_queued_per_conversation=1, window_seconds=0.3)
+    await own_log.open_run("conversation-hhhhhhhh", "run-1", admission=admission)
+    with pytest.raises(QueueFull):
+        await own_log.open_run("conversation-iiiiiiii", "run-2", admission=admission)
+
+    async def admitted(conversation: str, run: str) -> bool:
+        try:
+            await own_log.open_run(conversation, run, admission=admission)
+        except (QueueFull, ConversationBusy):
+            return False
+        return True
+
+    await until(lambda: admitted("conversation-iiiiiiii", "run-2"), within=5, what="the old run to age out")
+    await until(lambda: admitted("conversation-iiiiiiii", "run-3"), within=5, what="the old turn to age out")

@@ -29,6 +29,7 @@ def test_values_are_read_by_variable_name_and_converted() -> None:
 @pytest.mark.parametrize(("name", "value"), [
     ("PORT", "seventy"), ("HOST_ROLE", "boss"), ("REDIS_AUTH", "password"), ("STREAM_MAX_SECONDS", "0"),
     ("REDIS_STREAM_MAXLEN", "-5"), ("PORT", "70000"), ("ALLOW_PUBLIC_BIND", "perhaps"),
+    ("HTTP_HEADER_TIMEOUT_SECONDS", "0"), ("HTTP_MAX_CONNECTIONS", "0"), ("HTTP_SEND_TIMEOUT_SECONDS", "-1"),
 ])
 def test_unusable_values_are_refused_with_the_setting_named(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
@@ -66,9 +67,31 @@ def test_a_remote_models_run_must_end_before_the_next_turns_start_allowance() ->
     assert Settings.from_env({"STREAM_START_SECONDS": "2"}).model_run_seconds == 300  # the offline model has none
 
 
+@pytest.mark.parametrize("origins", ["app.example.com", "ftp://a.example", "https://a.example/path", "*"])
+def test_allowed_origins_are_scheme_host_and_port(origins: str) -> None:
+    with pytest.raises(SettingsError, match="ALLOWED_ORIGINS"):
+        Settings.from_env({"ALLOWED_ORIGINS": origins})
+
+
+def test_allowed_hosts_and_origins_are_comma_separated_lists() -> None:
+    settings = Settings.from_env({"ALLOWED_HOSTS": " planner.example.com,, api.example.com ",
+                                  "ALLOWED_ORIGINS": "https://a.example, http://localhost:3000/"})
+    assert settings.allowed_host_list == ("planner.example.com", "api.example.com")
+    assert settings.allowed_origin_list == ("https://a.example", "http://localhost:3000/")
+
+
 def test_blank_values_mean_unset() -> None:
     settings = Settings.from_env({"REDIS_CONNECTION_STRING": "  ", "PORT": ""})
     assert settings.port == 7071 and settings.redis_url is None
+
+
+def test_an_explicit_environment_is_all_that_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: from_env({...}) also read the process environment, so the result depended on what else had
+    run (the Functions host double sets REDIS_CONNECTION_STRING for the whole test session)."""
+    monkeypatch.setenv("REDIS_CONNECTION_STRING", "redis://elsewhere:6379/0")
+    monkeypatch.setenv("PORT", "9999")
+    settings = Settings.from_env({"HOST_ROLE": "web"})
+    assert settings.redis_url is None and settings.port == 7071 and settings.host_role == "web"
 
 
 def test_the_process_environment_is_read_by_name(monkeypatch: pytest.MonkeyPatch) -> None:

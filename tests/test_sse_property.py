@@ -24,6 +24,7 @@ from streaming.reader import HEARTBEAT, Closing, ReadItem
 from streaming.redis_clients import connect
 from testing.hosts import StandaloneHost
 from testing.sse import SSEStream, reassemble
+from testing.waiting import until
 
 # Everything JSON and UTF-8 can carry (no lone surrogates), weighted towards the characters that break framing.
 TRICKY = ["\r", "\n", "\r\n", "\n\r", "\x00", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\ufeff", ":",
@@ -140,7 +141,7 @@ def write_run(redis_url: str, chunks: list[str], *, pause: bool) -> tuple[str, s
             for chunk in chunks:
                 writer.add(chunk)
                 if pause:
-                    await asyncio.sleep(0.002)
+                    await until(lambda: writer.unwritten == 0, what="the chunk in the log")
             await writer.finish("done")
         finally:
             await log.redis.aclose()

@@ -103,12 +103,12 @@ def test_api_key_guards_every_route_but_health(redis_url: str, tmp_path: Path) -
             for headers in ({}, {"x-api-key": "wrong"}, {"Authorization": "Bearer wrong"}):
                 response = client.post("/api/agents/TravelPlanner/run", content="hi", headers=headers)
                 assert response.status_code == 401 and "API key" in response.json()["error"]
-                assert client.get("/api/agent/stream/abc", headers=headers).status_code == 401
+                assert client.get("/api/agent/stream/never-seen-before", headers=headers).status_code == 401
         plan(host.base_url, {"Authorization": "Bearer s3cret-key"})
         plan(host.base_url, {"x-api-key": "s3cret-key"})
         with httpx.Client(base_url=host.base_url, timeout=10) as client:  # the page's EventSource way
-            assert client.get("/api/agent/stream/abc?code=s3cret-key").status_code == 404
-            assert client.get("/api/agent/stream/abc?code=wrong").status_code == 401
+            assert client.get("/api/agent/stream/never-seen-before?code=s3cret-key").status_code == 404
+            assert client.get("/api/agent/stream/never-seen-before?code=wrong").status_code == 401
         assert "s3cret-key" not in host.log()
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 ERROR = {"content": {"application/json": {"schema": {
     "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
-ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
+ID_PATTERN = "^[A-Za-z0-9_-]{16,128}$"  # conversation ids (streaming.http_api.MIN_CONVERSATION_ID)
+RUN_ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
 RUN_DOC: dict[str, Any] = {
     "requestBody": {"required": True, "content": {
         "text/plain": {"schema": {"type": "string", "minLength": 1, "maxLength": 32768}},
@@ -27,10 +28,13 @@ RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
                        ("status", "conversation_id", "correlation_id", "stream_url")}}}}},
     **{code: {"description": text, **ERROR} for code, text in (
         (400, "Bad input"), (404, "Unknown agent"), (413, "Message too large"),
-        (415, "Unsupported content type"), (503, "Redis or the durable backend unreachable"))},
+        (415, "Unsupported content type"),
+        (429, "Too many turns of this conversation wait to start (Retry-After)"),
+        (503, "Redis or the durable backend unreachable, the server busy, or too many runs waiting to start "
+              "(Retry-After)"))},
 }
 STREAM_DOC: dict[str, Any] = {"parameters": [
-    {"name": "run", "in": "query", "required": False, "schema": {"type": "string", "pattern": ID_PATTERN}},
+    {"name": "run", "in": "query", "required": False, "schema": {"type": "string", "pattern": RUN_ID_PATTERN}},
     {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
     {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
 ]}

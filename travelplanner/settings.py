@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-_ONLY_GIVEN: ContextVar[bool] = ContextVar("only_given_settings", default=False)
+_EXPLICIT: ContextVar[bool] = ContextVar("explicit_environment", default=False)
 
 
 class SettingsError(ValueError):
@@ -54,6 +54,13 @@ class Settings(BaseSettings):
                                                                "accepted is ended with a 'not started' error.")
     stream_retry_ms: int = Field(1000, ge=0, description="The SSE 'retry:' reconnection delay suggested to "
                                                          "clients.")
+    # --- Admission: runs accepted but not yet begun by a worker
+    max_queued_runs: int = Field(100, ge=0, description="Accepted runs that may wait for a worker to begin them, "
+                                                        "across all web processes; more are answered 503 with "
+                                                        "Retry-After (0: no limit).")
+    max_queued_turns_per_conversation: int = Field(3, ge=0, description="Turns of one conversation that may wait "
+                                                                        "for a worker; more are answered 429 with "
+                                                                        "Retry-After (0: no limit).")
     # --- The model
     azure_openai_endpoint: str | None = Field(None, description="Azure OpenAI endpoint; with the deployment name, "
                                                                 "selects Azure OpenAI.")
@@ -91,6 +98,20 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="When set, every route but health needs it (Bearer token "
                                                         "or x-api-key).")
     allow_public_bind: bool = Field(False, description="Allow a non-loopback HOST without API_KEY.")
+    http_header_timeout_seconds: float = Field(10, gt=0, description="A request's headers must arrive within this "
+                                                                     "long of its first byte (or of connecting): "
+                                                                     "408 otherwise.")
+    http_body_timeout_seconds: float = Field(30, gt=0, description="A request's body must arrive within this long "
+                                                                   "of its headers: 408 otherwise.")
+    http_send_timeout_seconds: float = Field(30, gt=0, description="A client that reads nothing while its "
+                                                                   "connection's write buffer is full this long is "
+                                                                   "cut off.")
+    http_max_connections: int = Field(10000, ge=1, description="Open HTTP connections per web process; more are "
+                                                              "answered 503 with Retry-After.")
+    allowed_hosts: str = Field("", description="Comma-separated Host names the standalone host answers to, besides "
+                                               "its loopback names when bound to loopback; '*': any.")
+    allowed_origins: str = Field("", description="Comma-separated origins (scheme://host[:port]) of other sites "
+                                                 "whose pages may call the API (CORS); other sites are refused.")
     durable_task_scheduler_connection_string: str | None = Field(
         None, description="Durable Task Scheduler ('Endpoint=...;Authentication=...'). Unset: embedded in-memory "
                           "backend.")
@@ -116,6 +137,15 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in _listed(value):
+            scheme, _, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/"):
+                raise ValueError(f"each origin is scheme://host[:port], like https://app.example.com; not {origin!r}")
+        return value
+
     @model_validator(mode="after")
     def _outage_shorter_than_stall(self) -> Settings:
         if self.redis_outage_seconds >= self.stream_stall_seconds:
@@ -132,29 +162,25 @@ class Settings(BaseSettings):
         return self
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """The process environment's settings, or exactly those of `environ` (nothing else is read)."""
-        try:
-            if environ is None:
-                return cls()
-            given = _ONLY_GIVEN.set(True)
-            try:
-                return cls.model_validate({name.lower(): value for name, value in environ.items()})
-            finally:
-                _ONLY_GIVEN.reset(given)
-        except ValidationError as error:
-            raise SettingsError(_describe(error)) from None
-
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # pydantic-settings reads the process environment on validation too; from_env(environ) must not.
-        if _ONLY_GIVEN.get():
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _EXPLICIT.get():  # from_env(environ): that mapping and nothing else
             return (init_settings,)
         return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The process environment's settings, or exactly those of `environ` (nothing else is read)."""
+        token = _EXPLICIT.set(environ is not None)
+        try:
+            return cls(**{name.lower(): value for name, value in (environ or {}).items()})
+        except ValidationError as error:
+            raise SettingsError(_describe(error)) from None
+        finally:
+            _EXPLICIT.reset(token)
 
     # --- in the units the code uses
 
@@ -169,6 +195,18 @@ class Settings(BaseSettings):
     @property
     def write_coalesce_seconds(self) -> float:
         return self.redis_write_coalesce_ms / 1000
+
+    @property
+    def allowed_host_list(self) -> tuple[str, ...]:
+        return _listed(self.allowed_hosts)
+
+    @property
+    def allowed_origin_list(self) -> tuple[str, ...]:
+        return _listed(self.allowed_origins)
+
+
+def _listed(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 def _describe(error: ValidationError) -> str:

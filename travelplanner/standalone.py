@@ -24,16 +24,19 @@ import uvicorn
 from agent_framework_durabletask import DurableAIAgentWorker
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from streaming import http_api
 from streaming.reader import SHUTTING_DOWN
-from travelplanner import PAGE, openapi
+from travelplanner import PAGE, http_server, openapi
 from travelplanner.agent import AGENT_NAME, select_model
+from travelplanner.browser_guard import BrowserGuard, allowed_hosts, normalized_origin
 from travelplanner.durable import SchedulerConnection, dispatcher, make_client, make_worker
 from travelplanner.embedded_backend import LoopbackInMemoryBackend
 from travelplanner.embedded_redis import EmbeddedRedis
+from travelplanner.security_headers import SecurityHeaders
 from travelplanner.settings import Settings, SettingsError
 from travelplanner.wiring import Wiring
 
@@ -103,8 +106,10 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
             with contextlib.suppress(Exception):
                 await client.aclose()
 
+    # No docs UI: no installed package ships Swagger UI's assets, and a CDN copy needs the network and
+    # trusts a third party's script. The OpenAPI document is served for any tool to render.
     app = FastAPI(title="TravelPlanner streaming agent host", lifespan=lifespan,
-                  docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+                  docs_url=None, openapi_url="/api/openapi.json", redoc_url=None)
 
     def services() -> http_api.Services:
         assert runtime.services is not None, "the app is not started"
@@ -116,7 +121,8 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def routing_error(request: Request, error: StarletteHTTPException) -> Response:
         # Unknown routes and wrong methods answer in the contract's error shape, not FastAPI's {"detail"}.
-        message = {404: "no such route; see /api/docs", 405: f"{request.method} is not allowed here"}
+        message = {404: "no such route; the API is described at /api/openapi.json",
+                   405: f"{request.method} is not allowed here"}
         return http_api.error_response(error.status_code, message.get(error.status_code, str(error.detail)))
 
     @app.post("/api/agents/{agent_name}/run", status_code=202, openapi_extra=openapi.RUN_DOC,
@@ -136,7 +142,7 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
         """Stop the conversation's latest run (or ?run=) with a `cancelled` event."""
         return await http_api.cancel(request, services(), conversation_id)
 
-    @app.get("/api/health")
+    @app.api_route("/api/health", methods=["GET", "HEAD"])  # HEAD: uptime checks that do not want a body
     async def health() -> Response:
         return await http_api.health(services())
 
@@ -145,7 +151,13 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
         return FileResponse(PAGE, headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=PAGE.parent, check_dir=False), name="static")
-
+    origins = frozenset(normalized_origin(origin) for origin in settings.allowed_origin_list)
+    if origins:  # pages of the listed sites may call the API: answer their CORS preflights
+        app.add_middleware(CORSMiddleware, allow_origins=sorted(origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "Authorization", "X-API-Key", "Last-Event-ID"],
+                           expose_headers=["Location", "x-conversation-id"])
+    app.add_middleware(BrowserGuard, hosts=allowed_hosts(settings.host, settings.allowed_host_list), origins=origins)
+    app.add_middleware(SecurityHeaders, page=PAGE)  # added last: outermost, so every answer carries them
     return app
 
 
@@ -244,9 +256,7 @@ def main() -> int:
         logger.info("\n%s", describe(settings, runtime))
         if settings.host_role == "worker":
             return _serve_worker_only()
-        config = uvicorn.Config(create_app(settings, runtime), host=settings.host, port=settings.port,
-                                log_level=settings.log_level.lower(), timeout_graceful_shutdown=5,
-                                lifespan="on", access_log=False)
+        config = http_server.server_config(create_app(settings, runtime), settings)
         # uvicorn re-raises the signal it stopped for once it is done; exit through `finally` instead,
         # so the embedded Redis and the durable worker are stopped too.
         for sig in (signal.SIGINT, signal.SIGTERM):

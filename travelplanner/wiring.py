@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from redis_stream_response_handler import Liveness, Retention, RunLog, WritePolicy
+from redis_stream_response_handler import Admission, Liveness, Retention, RunLog, WritePolicy
 from streaming.http_api import RunDispatcher, Services
 from streaming.live_tail import LiveTail
 from streaming.reader import ReadPolicy
@@ -34,6 +34,10 @@ class Wiring:
         self.read_policy = ReadPolicy(max_seconds=settings.stream_max_seconds,
                                       heartbeat_seconds=settings.stream_heartbeat_seconds, liveness=self.liveness)
         self.model = select_model(settings)
+        # Runs count as waiting until a worker begins them, for at most the start allowance.
+        self.admission = Admission(max_queued_runs=settings.max_queued_runs,
+                                   max_queued_per_conversation=settings.max_queued_turns_per_conversation,
+                                   window_seconds=settings.stream_start_seconds)
         self.run_log = PerLoop(lambda: RunLog(self._redis(), self.retention))
         self.live_tail = PerLoop(self._start_tail)
 
@@ -54,7 +58,7 @@ class Wiring:
     def services(self, dispatcher: RunDispatcher | None) -> Services:
         """The HTTP contract's services on the calling event loop."""
         return Services(self.run_log(), self.live_tail(), dispatcher, (AGENT_NAME,), self.read_policy,
-                        self.settings.stream_retry_ms, {"model": self.model.summary()})
+                        self.settings.stream_retry_ms, {"model": self.model.summary()}, admission=self.admission)
 
     async def close_current_loop(self) -> None:
         """Stop this loop's live tail and close its Redis pool (the process is shutting down)."""
