@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
 logger = logging.getLogger(__name__)
@@ -210,6 +211,11 @@ redis.call('PEXPIRE', KEYS[1], window)
 return {1, waiting + 1}
 """
 
+# KEYS: the queue. ARGV: corr  ->  1 if it was waiting, else 0
+_DEQUEUE = """
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
 # ARGV: corr, maxlen, ttl  ->  {'ok', attempt} | {'sealed', 0}
 # A run unknown to the log (expired, or started around the HTTP route) is opened here.
 _BEGIN = _LUA_COMMON + """
@@ -315,10 +321,11 @@ class RunLog:
         self.retention = retention
         self._open = redis.register_script(_OPEN)
         self._admit = redis.register_script(_ADMIT)
+        self._dequeue = redis.register_script(_DEQUEUE)
         self._begin = redis.register_script(_BEGIN)
         self._append = redis.register_script(_APPEND)
         self._seal_stalled = redis.register_script(_SEAL_STALLED)
-        self._queued: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._queued: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
 
     def _keys(self, conversation_id: str) -> list[str]:
@@ -339,12 +346,13 @@ class RunLog:
             else (0, 0)
         queued = bool(admission and admission.max_queued_runs)
         if admission and queued:
-            admitted, waiting = await self._admit([QUEUE_KEY], [correlation_id, admission.max_queued_runs, window_ms])
+            admitted, waiting = await self._shared_round_trip(
+                self._admit, [QUEUE_KEY], [correlation_id, admission.max_queued_runs, window_ms])
             if not admitted:
                 raise QueueFull(int(waiting))
         try:
-            first, second = await self._open(self._keys(conversation_id),
-                                             [correlation_id, *self._limits(), per_conversation, window_ms])
+            first, second = await self._shared_round_trip(
+                self._open, self._keys(conversation_id), [correlation_id, *self._limits(), per_conversation, window_ms])
         except Exception:
             if queued:
                 await self.dequeue(correlation_id)
@@ -358,14 +366,14 @@ class RunLog:
     async def dequeue(self, correlation_id: str) -> None:
         """The run waits for a worker no more (it began, was cancelled, or could not be started)."""
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.zrem(QUEUE_KEY, correlation_id)
+            await self._shared_round_trip(self._dequeue, [QUEUE_KEY], [correlation_id])
 
     async def begin_attempt(self, conversation_id: str, correlation_id: str) -> int | None:
         """Start (or restart) executing a run; None when the run already has its terminal entry."""
-        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip: it waits no more
-            await self._begin(self._keys(conversation_id), [correlation_id, *self._limits()], client=pipe)
-            pipe.zrem(QUEUE_KEY, correlation_id)
-            (status, attempt), _ = await pipe.execute()
+        # Both in the same shared round trip: the run begins, and waits for a worker no more.
+        (status, attempt), _ = await asyncio.gather(
+            self._shared_round_trip(self._begin, self._keys(conversation_id), [correlation_id, *self._limits()]),
+            self._shared_round_trip(self._dequeue, [QUEUE_KEY], [correlation_id]))
         return int(attempt) if status == "ok" else None
 
     async def append(
@@ -380,17 +388,18 @@ class RunLog:
         args: list[Any] = [correlation_id, str(attempt), flush, *self._limits()]
         for kind, text in entries:
             args += [_KIND_CODES[kind], normalize_newlines(text)]
-        status, _ = await self._shared_round_trip(self._keys(conversation_id), args)
+        status, _ = await self._shared_round_trip(self._append, self._keys(conversation_id), args)
         return str(status)
 
-    async def _shared_round_trip(self, keys: list[str], args: list[Any]) -> Any:
-        """Run the append script, pipelined with every other writer's appends waiting in this process.
+    async def _shared_round_trip(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """Run a write script, pipelined with every other write waiting in this process.
 
         Each script call stays atomic and fenced on its own; they only share the round trip, so
-        a process with hundreds of active runs sends one pipeline per round trip, not one call per run.
+        a process with hundreds of active runs sends one pipeline per round trip, not one call per
+        run, and a burst of new runs does not queue for the pool's few connections.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queued.append((keys, args, future))
+        self._queued.append((script, keys, args, future))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_queued(), name="run-log-appends")
         return await future
@@ -401,15 +410,15 @@ class RunLog:
                 batch, self._queued = self._queued, []
                 try:
                     async with self.redis.pipeline(transaction=False) as pipe:
-                        for keys, args, _ in batch:
-                            pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+                        for script, keys, args, _ in batch:
+                            pipe.evalsha(script.sha, len(keys), *keys, *args)
                         replies = await pipe.execute(raise_on_error=False)
                 except (RedisError, OSError) as error:
                     replies = [error] * len(batch)  # each writer retries its own entries
-                for (keys, args, future), reply in zip(batch, replies, strict=True):
+                for (script, keys, args, future), reply in zip(batch, replies, strict=True):
                     if isinstance(reply, NoScriptError):  # Redis restarted: this call loads it again
                         try:
-                            reply = await self._append(keys, args)
+                            reply = await script(keys, args)
                         except (RedisError, OSError) as error:
                             reply = error
                     if future.done():
@@ -617,6 +626,10 @@ class RunWriter:
                 self._pending.append((kind, [text if kind != "done" else ""]))
             self._wake.set()
         await self._settled.wait()
+
+    def when_closed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the writer's loop) once its background work is over."""
+        self._task.add_done_callback(lambda _: callback())
 
     async def closed(self) -> None:
         """Wait until the writer's background work is over (including an interruption's error entry)."""
