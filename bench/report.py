@@ -35,7 +35,7 @@ def _fmt(value: float, digits: int) -> str:
 
 def _ratio(ours: float, baseline: float) -> str:
     r = ratio(ours, baseline)
-    if math.isnan(r):
+    if math.isnan(r) or r == 0:
         return "—"
     if r >= 100:
         return f"{r:,.0f}×"
