@@ -74,6 +74,12 @@ class ServerProcess:
             self.kill()
             return None
 
+    def children(self) -> list[int]:
+        """The pids of the processes this host started (the `all` role's web and worker processes, Redis)."""
+        assert self.process is not None
+        with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as listing:
+            return [int(pid) for pid in listing.read().split()]
+
     def kill(self) -> None:
         """SIGKILL: the server dies mid-run, as a crashed machine would."""
         if self.process is not None and self.process.poll() is None:
@@ -101,6 +107,8 @@ class StandaloneHost(ServerProcess):
             "PORT": str(port),
             "HOST": "127.0.0.1",
             "OFFLINE_MODEL_CHUNKS_PER_SECOND": "0",
+            "WORKER_PROCESSES": "1",  # one worker process per test host is enough, and cheaper on a 2-core CI
+            "SHUTDOWN_GRACE_SECONDS": "2",
             "PYTHONUNBUFFERED": "1",
             **({"REDIS_CONNECTION_STRING": redis_url} if redis_url else {}),
             **({"DATA_DIR": str(data_dir)} if data_dir else {}),

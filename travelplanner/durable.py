@@ -7,6 +7,7 @@ Without it, to the embedded in-memory backend (`travelplanner.embedded_backend`)
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +16,6 @@ from durabletask.entities import EntityInstanceId
 from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
 
 from travelplanner.dispatch import EntityDispatcher
-
-# Entity operations each hold a worker thread while their agent streams; this many runs execute at once.
-MAX_CONCURRENT_RUNS = 256
 
 
 @dataclass(frozen=True)
@@ -65,29 +63,41 @@ class SchedulerConnection:
             f"unsupported Authentication={self.authentication!r}; use None, DefaultAzure or ManagedIdentity")
 
 
-def _concurrency() -> ConcurrencyOptions:
-    return ConcurrencyOptions(maximum_concurrent_entity_work_items=MAX_CONCURRENT_RUNS)
+# durabletask makes loggers of its own outside the logging tree unless given one: these follow LOG_LEVEL.
+_WORKER_LOG = logging.getLogger("durabletask.worker")
+_CLIENT_LOG = logging.getLogger("durabletask.client")
 
 
-def make_worker(address: str | None, scheduler: SchedulerConnection | None, taskhub: str) -> TaskHubGrpcWorker:
+def _concurrency(max_concurrent_runs: int) -> ConcurrencyOptions:
+    # agent-framework-durabletask blocks a pool thread for the whole of each run (it waits for the agent's
+    # coroutine on its own loop), so the thread pool, not only the entity limit, decides how many runs
+    # stream at once. Idle threads cost memory only (a stack each); a few spare ones serve the other work.
+    return ConcurrencyOptions(maximum_concurrent_entity_work_items=max_concurrent_runs,
+                              maximum_thread_pool_workers=max_concurrent_runs + 4)
+
+
+def make_worker(address: str | None, scheduler: SchedulerConnection | None, taskhub: str,
+                max_concurrent_runs: int) -> TaskHubGrpcWorker:
     if scheduler is None:
-        return TaskHubGrpcWorker(host_address=address, concurrency_options=_concurrency())
+        return TaskHubGrpcWorker(host_address=address, concurrency_options=_concurrency(max_concurrent_runs),
+                                 logger=_WORKER_LOG)
     from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 
     return DurableTaskSchedulerWorker(
         host_address=scheduler.host_address, taskhub=scheduler.taskhub or taskhub, secure_channel=scheduler.secure,
-        token_credential=scheduler.credential(asynchronous=False), concurrency_options=_concurrency(),
+        token_credential=scheduler.credential(asynchronous=False),
+        concurrency_options=_concurrency(max_concurrent_runs), logger=_WORKER_LOG,
     )
 
 
 def make_client(address: str | None, scheduler: SchedulerConnection | None, taskhub: str) -> AsyncTaskHubGrpcClient:
     if scheduler is None:
-        return AsyncTaskHubGrpcClient(host_address=address)
+        return AsyncTaskHubGrpcClient(host_address=address, logger=_CLIENT_LOG)
     from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 
     return AsyncDurableTaskSchedulerClient(
         host_address=scheduler.host_address, taskhub=scheduler.taskhub or taskhub, secure_channel=scheduler.secure,
-        token_credential=scheduler.credential(asynchronous=True),
+        token_credential=scheduler.credential(asynchronous=True), logger=_CLIENT_LOG,
     )
 
 

@@ -30,7 +30,9 @@ the run); they are removed before the model sees them. A run without them is pas
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -69,6 +71,9 @@ class RecordedAgent:
         self._policy = policy
         self._model_policy = model_policy or ModelPolicy()
         self._failed: OrderedDict[str, BaseException] = OrderedDict()
+        # The attempts this process is writing, for a worker that must end them before it exits.
+        self._running: dict[RunWriter, asyncio.AbstractEventLoop] = {}
+        self._running_changed = threading.Condition()
 
     def run(self, messages: Any = None, *, stream: bool = False, session: Any = None, **kwargs: Any) -> Any:
         options = dict(kwargs.pop("options", None) or {})
@@ -81,6 +86,7 @@ class RecordedAgent:
         kwargs["client_kwargs"] = {**(kwargs.get("client_kwargs") or {}), BUDGET_KWARG: budget}
         call = _ModelCall(self.agent, messages, session, kwargs)
         writer = self._run_log().writer(target["conversation_id"], target["correlation_id"], self._policy)
+        self._track(writer)
         if stream:
             outcome: dict[str, AgentResponse] = {}
             stream_of_updates = self._stream(call, writer, budget, outcome)
@@ -147,6 +153,34 @@ class RecordedAgent:
         writer.add(response.text)
         await writer.finish("done")
         return response
+
+    def _track(self, writer: RunWriter) -> None:
+        with self._running_changed:
+            self._running[writer] = asyncio.get_running_loop()
+
+        def done() -> None:
+            with self._running_changed:
+                self._running.pop(writer, None)
+                self._running_changed.notify_all()
+
+        writer.when_closed(done)
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """From any thread: wait until no attempt is being written; False if some still are after `timeout`."""
+        with self._running_changed:
+            return self._running_changed.wait_for(lambda: not self._running, timeout)
+
+    def interrupt_running(self, reason: str, timeout: float = 5.0) -> int:
+        """From any thread: end every attempt still being written with an `error` saying why; returns how many.
+
+        For a worker that must exit now. Each terminal entry is fenced to its attempt, so a run that
+        another worker has taken over meanwhile is left to that worker.
+        """
+        with self._running_changed:
+            running = list(self._running.items())
+        ended = [asyncio.run_coroutine_threadsafe(writer.finish("error", reason), loop) for writer, loop in running]
+        concurrent.futures.wait(ended, timeout)
+        return len(running)
 
     async def _give_up(self, writer: RunWriter, error: BaseException, *, remember: bool = True) -> None:
         sentence = describe(error)

@@ -9,6 +9,7 @@ these fields by the tests, so the three cannot drift apart.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -116,6 +117,18 @@ class Settings(BaseSettings):
         None, description="Durable Task Scheduler ('Endpoint=...;Authentication=...'). Unset: embedded in-memory "
                           "backend.")
     taskhub_name: str = Field("default", description="Durable Task hub name.")
+    # --- The standalone host's processes
+    max_concurrent_runs: int = Field(256, ge=1, le=10000, description="Runs one worker process executes at once "
+                                     "(each holds a thread while its model streams); more wait in the durable "
+                                     "backend's queue.")
+    worker_processes: int = Field(0, ge=0, le=256, description="Worker processes the 'all' role starts; 0: one "
+                                                               "per core.")
+    web_processes: int = Field(1, ge=1, le=64, description="Web processes the 'all' role starts; they share one "
+                                                           "listening socket.")
+    shutdown_grace_seconds: float = Field(10, ge=0, description="On SIGTERM, how long a worker lets its runs "
+                                          "finish before it ends the rest with an error saying so.")
+    listen_fd: int | None = Field(None, ge=0, description="Set by the 'all' role for the web processes it starts: "
+                                                          "the listening socket they share. Unset: bind HOST:PORT.")
     data_dir: str = Field(".data", description="Folder for the embedded redis-server's working files.")
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = Field(
         "INFO", description="Python logging level.")
@@ -189,6 +202,10 @@ class Settings(BaseSettings):
         return self.redis_connection_string.get_secret_value() if self.redis_connection_string else None
 
     @property
+    def worker_process_count(self) -> int:
+        return self.worker_processes or os.cpu_count() or 1
+
+    @property
     def stream_ttl_seconds(self) -> int:
         return int(self.redis_stream_ttl_minutes * 60)
 
@@ -207,6 +224,11 @@ class Settings(BaseSettings):
 
 def _listed(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def environment_with(overrides: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with `overrides`: what a process it starts is configured with."""
+    return {**os.environ, **overrides}
 
 
 def _describe(error: ValidationError) -> str:
