@@ -1,7 +1,7 @@
 """python -m chaos --sessions N --seed S: the chaos suite against a real standalone host and a real Redis.
 
 It starts its own persistent redis-server (on a free loopback port) and the
-standalone host (`python standalone.py`, in-memory durable backend, offline
+standalone host (`python -m travelplanner`: its process group, in-memory durable backend, offline
 model), then runs N sessions, a few dozen at a time. Each session starts one
 agent run and reads it to its terminal event while hanging up at random byte
 offsets (mid-event included) and resuming after random delays, alternating

@@ -515,15 +515,16 @@ class Chaos:
             self.tally.fail("leaked_readers", f"the host's tail is still blocked in XREAD for {len(blocked)} "
                             "readers with nobody connected", len(blocked))
         host_pid = self.env.host.process.pid if self.env.host.process else None
-        if host_pid is not None:
-            ports = procnet.ports_connected_to(host_pid, self.env.redis.port)
-            self.tally.counts["host_redis_connections"] = len(ports)
-            bound = 3 + 3 + 1  # the web loop's pool, the agent loop's pool, the tail's connection
+        for pid in procnet.process_tree(host_pid) if host_pid is not None else []:
+            # Each process of the host's group: a pool per event loop (3) and, in a web process, the tail's one.
+            ports = procnet.ports_connected_to(pid, self.env.redis.port)
+            self.tally.counts["host_redis_connections"] += len(ports)
+            bound = 3 + 1
             if len(ports) > bound:
                 held = [f"{c.get('cmd')}(age {c.get('age')}s, idle {c.get('idle')}s)" for c in clients
                         if int(str(c.get("addr", ":0")).rsplit(":", 1)[1]) in ports]
-                self.tally.fail("leaked_connections", f"the host holds {len(ports)} Redis connections: "
-                                f"{', '.join(sorted(held))}", len(ports) - bound)
+                self.tally.fail("leaked_connections", f"process {pid} of the host holds {len(ports)} Redis "
+                                f"connections: {', '.join(sorted(held))}", len(ports) - bound)
         open_http = procnet.connections_on(self.env.host.port)
         if open_http:
             self.tally.fail("leaked_connections", f"{open_http} HTTP connections still open on the host", open_http)

@@ -47,6 +47,19 @@ def connections_to(pid: int, remote_port: int) -> int:
     return len(ports_connected_to(pid, remote_port))
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process it started, and theirs (a host of the `all` role is a group of processes)."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        try:
+            with open(f"/proc/{tree[index]}/task/{tree[index]}/children") as children:
+                tree += [int(child) for child in children.read().split()]
+        except OSError:
+            pass
+        index += 1
+    return tree
+
+
 def connections_on(local_port: int) -> int:
     """Established connections accepted on `local_port` (e.g. the HTTP clients a server still holds)."""
     return sum(1 for local, _, state, _ in _tcp_table() if local == local_port and state == _ESTABLISHED)
