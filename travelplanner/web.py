@@ -7,6 +7,7 @@ durable backend and serves streams from its own live tail.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -52,6 +53,7 @@ def create_app(wiring: Wiring, durable_address: str | None, scheduler: Scheduler
         client = make_client(durable_address, scheduler, settings.taskhub_name)
         started.services = wiring.services(dispatcher(client))
         app.state.services = started.services
+        app.state.loop = asyncio.get_running_loop()
         try:
             yield
         finally:
@@ -134,9 +136,12 @@ class _Server(uvicorn.Server):
     """uvicorn, plus: on SIGINT/SIGTERM, end every open stream first so clients resume elsewhere at once."""
 
     def handle_exit(self, sig: int, frame: object) -> None:
-        services = getattr(self.config.app.state, "services", None)  # type: ignore[union-attr]
-        if services is not None:
-            services.tail.close_readers(SHUTTING_DOWN)
+        # A signal handler runs between any two bytecodes of the event loop's code: the tail is closed by
+        # the loop itself, at its next turn, never in the middle of a reader joining or leaving.
+        state = self.config.app.state  # type: ignore[union-attr]
+        services, loop = getattr(state, "services", None), getattr(state, "loop", None)
+        if services is not None and loop is not None:
+            loop.call_soon_threadsafe(services.tail.close_readers, SHUTTING_DOWN)
         super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
 
