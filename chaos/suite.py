@@ -22,6 +22,7 @@ import math
 import random
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from collections import Counter
@@ -588,9 +589,27 @@ async def run_chaos(config: Config) -> Report:
         with contextlib.suppress(Exception):
             await redis.aclose()
         await env.stop()
-    if "Traceback" in env.host.log():
-        chaos.tally.notes.append(f"the host logged a traceback; see {env.host.log_path}")
+    tracebacks = distinct_tracebacks(env.host.log_path.read_text(errors="replace"))
+    for traceback_text, times in tracebacks[:3]:  # in the output itself: CI keeps no files
+        chaos.tally.notes.append(f"the host logged this traceback {times}x ({env.host.log_path}):\n"
+                                 + textwrap.indent(traceback_text, "      "))
     return Report(chaos.tally.counts, chaos.tally.notes, time.monotonic() - started)
+
+
+def distinct_tracebacks(log: str, lines: int = 30) -> list[tuple[str, int]]:
+    """The tracebacks in a log, one of each kind (by its last line) with how often it came, most frequent first."""
+    found: dict[str, tuple[str, int]] = {}
+    block: list[str] = []
+    for line in log.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            block = [line]
+        elif block:
+            block.append(line)
+            if not line.startswith((" ", "\t")):  # the exception's own line ends the traceback
+                text, times = found.get(line, ("\n".join(block[-lines:]), 0))
+                found[line] = (text, times + 1)
+                block = []
+    return sorted(found.values(), key=lambda item: -item[1])
 
 
 def expected_minutes(config: Config) -> float:

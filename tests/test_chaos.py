@@ -31,3 +31,15 @@ def test_a_small_seeded_chaos_run_loses_doubles_and_leaks_nothing(tmp_path: Path
     assert counts["redis_freezes"] == 1 and counts["redis_restarts"] == 2 and counts["host_kills"] == 1
     for name in ("redeliveries", "model_failures", "fallbacks", "cancels", "resumes", "mid_event", "plain"):
         assert counts[name] > 0, f"{name}=0 in {summary}"
+
+
+def test_a_failed_run_shows_the_hosts_tracebacks_in_its_output() -> None:
+    """CI keeps only the output: each kind of traceback the host logged is in it, most frequent first."""
+    from chaos.suite import distinct_tracebacks
+
+    one = "Traceback (most recent call last):\n  File \"a.py\", line 1, in f\n    g()\nKeyError: 'x'\n"
+    other = "Traceback (most recent call last):\n  File \"b.py\", line 2, in h\nRuntimeError: boom\n"
+    log = f"INFO start\n{one}WARNING later\n{other}{one}ERROR done\n"
+    found = distinct_tracebacks(log)
+    assert [(text.splitlines()[-1], times) for text, times in found] == [("KeyError: 'x'", 2), ("RuntimeError: boom", 1)]
+    assert found[0][0] == one.rstrip("\n")
