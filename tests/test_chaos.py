@@ -41,5 +41,6 @@ def test_a_failed_run_shows_the_hosts_tracebacks_in_its_output() -> None:
     other = "Traceback (most recent call last):\n  File \"b.py\", line 2, in h\nRuntimeError: boom\n"
     log = f"INFO start\n{one}WARNING later\n{other}{one}ERROR done\n"
     found = distinct_tracebacks(log)
-    assert [(text.splitlines()[-1], times) for text, times in found] == [("KeyError: 'x'", 2), ("RuntimeError: boom", 1)]
+    kinds = [(text.splitlines()[-1], times) for text, times in found]
+    assert kinds == [("KeyError: 'x'", 2), ("RuntimeError: boom", 1)]
     assert found[0][0] == one.rstrip("\n")
