@@ -3,8 +3,8 @@
 SSE is encoded by sse-starlette's `ServerSentEvent`, which splits multi-line
 data into one `data:` line per line and cleans the id and event fields, so any
 SSE parser rebuilds the text exactly. Plain text cannot take text back or
-carry comments: a reset and the terminal events become short bracketed lines,
-and heartbeats and closing notices are not sent.
+carry comments: a reset, the terminal events and a response that ends before
+the run does become short bracketed lines, and heartbeats are not sent.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from sse_starlette.event import ServerSentEvent
 
 from redis_stream_response_handler import RunEvent
-from streaming.reader import Heartbeat, ReadItem
+from streaming.reader import Closing, Heartbeat, ReadItem
 
 _SSE_DATA = {"done": "[DONE]"}  # what `data:` carries when not the entry's text
 _HEARTBEAT = b": heartbeat\n\n"
@@ -39,8 +39,13 @@ def sse_frame(item: ReadItem) -> bytes:
 
 
 def plain_text_frame(item: ReadItem) -> bytes:
-    if not isinstance(item, RunEvent):
+    if isinstance(item, Heartbeat):
         return b""
+    if isinstance(item, Closing):
+        # Plain text has no comments: a response that ends before the run does says so in a line of its own,
+        # or a reader could not tell a cut answer from a finished one.
+        reason = item.reason.split("; resume from the last event id")[0]
+        return f"\n[Ended early: {reason}; read again for the whole text]\n".encode()
     if item.kind == "message":
         return item.text.encode("utf-8")
     if item.kind == "error":

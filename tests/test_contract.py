@@ -326,6 +326,13 @@ def test_an_idle_stream_gets_heartbeats_and_ends_cleanly_after_the_window(
     assert reassemble(read.events) == "thinking…"
 
 
+def test_a_plain_text_response_cut_by_the_window_says_so(client: httpx.Client, redis_url: str) -> None:
+    conversation_id = f"idle-{uuid.uuid4().hex}"
+    write_run(redis_url, conversation_id, [("message", "thinking…")])  # no terminal: still running
+    read = read_stream(client, f"/api/agent/stream/{conversation_id}", headers={"Accept": "text/plain"})
+    assert read.text == ("thinking…\n[Ended early: the response window closed; read again for the whole text]\n")
+
+
 # --- cancel and health ----------------------------------------------------------------------------
 
 
