@@ -76,18 +76,25 @@ def serve(wiring: Wiring, durable_address: str | None, scheduler: SchedulerConne
 
 
 class _StopSignal:
-    """SIGTERM/SIGINT: the first asks for an orderly stop, a second exits at once."""
+    """SIGTERM/SIGINT: the first asks for an orderly stop, a second exits at once.
+
+    The handler only writes a byte to a pipe that the main thread reads: a Python signal handler runs in
+    the main thread between any two bytecodes, so one that took a lock (an Event's, the logging module's)
+    could wait for ever on a lock its own thread holds.
+    """
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._read, self._write = os.pipe()
+        self._received_one = False
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._received)
 
     def _received(self, signum: int, frame: FrameType | None) -> None:
-        if self._event.is_set():
+        if self._received_one:
             os._exit(1)
-        logger.info("worker process %d: stopping (%s)", os.getpid(), signal.Signals(signum).name)
-        self._event.set()
+        self._received_one = True
+        os.write(self._write, bytes([signum]))
 
     def wait(self) -> None:
-        self._event.wait()
+        signum = os.read(self._read, 1)[0]
+        logger.info("worker process %d: stopping (%s)", os.getpid(), signal.Signals(signum).name)
