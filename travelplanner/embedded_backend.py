@@ -183,10 +183,11 @@ def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 4001
     backend = EmbeddedBackend(port=port)
     print(f"in-memory Durable Task backend on {backend.start()} (runs are lost when it stops)", flush=True)
-    stop = threading.Event()
+    received: list[int] = []  # the handler takes no lock: it may run while this thread holds one
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+        signal.signal(sig, lambda signum, _: received.append(signum))
+    while not received:
+        signal.pause()
     backend.stop(grace=1)
 
 
