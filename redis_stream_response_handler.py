@@ -47,7 +47,8 @@ KEY_PREFIX = "agent-stream:"
 QUEUE_KEY = f"{KEY_PREFIX}~queued"  # accepted runs no worker has begun yet, across conversations
 TERMINAL_KINDS = frozenset({"done", "error", "cancelled"})
 
-_KIND_CODES = {"message": "m", "reset": "r", "done": "d", "error": "e", "cancelled": "x"}
+_KIND_CODES = {"message": "m", "tool": "t", "usage": "u", "reset": "r", "done": "d", "error": "e", "cancelled": "x"}
+EVENT_KINDS = frozenset({"tool", "usage"})  # written whole, one entry each: never merged with text
 _KIND_NAMES = {code: name for name, code in _KIND_CODES.items()} | {"s": "start"}
 _TERMINAL_CODES = frozenset(_KIND_CODES[kind] for kind in TERMINAL_KINDS)
 _ENTRY_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # ASCII: \d would match any script's digits
@@ -90,7 +91,7 @@ class RunEvent:
     """One entry of a run as readers see it."""
 
     id: str
-    kind: str  # "message", "reset", "done", "error" or "cancelled"
+    kind: str  # "message", "tool", "usage", "reset", "done", "error" or "cancelled"
     text: str
 
     @property
@@ -610,8 +611,19 @@ class RunWriter:
             self._give_up(f"the stream was interrupted: more than {self._policy.buffer_chunks} chunks waited for Redis")
         self._wake.set()
 
+    def add_event(self, kind: str, text: str) -> None:
+        """Buffer a `tool` or `usage` entry: its own entry, in order with the chunks around it, never merged."""
+        assert kind in EVENT_KINDS, kind
+        if self._closed or self.stopped:
+            return
+        self._pending.append((kind, [text]))
+        self._pending_chunks += 1
+        if self._pending_chunks + self._inflight_chunks > self._policy.buffer_chunks:
+            self._give_up(f"the stream was interrupted: more than {self._policy.buffer_chunks} chunks waited for Redis")
+        self._wake.set()
+
     def reset(self, reason: str) -> None:
-        """Tell readers to discard this run's text so far (what follows replaces it)."""
+        """Tell readers to discard what this run showed so far (what follows replaces it)."""
         self._ended_with_cr = False  # the replacement starts afresh
         if not self._closed and not self.stopped:
             self._pending.append(("reset", [reason]))

@@ -30,7 +30,8 @@ APP_FILES = {
     "travelplanner/__init__.py", "travelplanner/agent.py", "travelplanner/city_guides.py",
     "travelplanner/dispatch.py", "travelplanner/history.py", "travelplanner/model_budget.py",
     "travelplanner/model_client.py", "travelplanner/model_failures.py", "travelplanner/offline_model.py",
-    "travelplanner/recorder.py", "travelplanner/security_headers.py", "travelplanner/settings.py",
+    "travelplanner/recorder.py", "travelplanner/run_events.py", "travelplanner/security_headers.py",
+    "travelplanner/settings.py",
     "travelplanner/wiring.py",
     "travelplanner/static/index.html",
 }

@@ -23,6 +23,10 @@ it waits for a first chunk, and returns what it has. What a run is given and wha
 of tool calls no result answers (`history`): the durable host stores a stopped run's partial answer as
 history, and an unanswered call in it would make the model refuse every later turn.
 
+Besides the answer's text, readers get the run's tool activity (`tool` events: each call when the
+model asks for it, and again when its result is in) and, where the model reports it, the tokens the
+run used (a `usage` event before `done`); see `run_events`.
+
 The run log is addressed through the run request's options (set by the HTTP contract when it dispatches
 the run); they are removed before the model sees them. A run without them is passed through unrecorded.
 """
@@ -43,6 +47,7 @@ from redis_stream_response_handler import RunLog, RunWriter, WritePolicy
 from travelplanner.history import answered_history, answered_response
 from travelplanner.model_budget import BUDGET_KWARG, ModelPolicy, RunBudget
 from travelplanner.model_failures import ModelFailure, describe
+from travelplanner.run_events import Labeller, ToolActivity, tool_events_of, usage_event
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +67,7 @@ class _Fenced(Exception):
 
 class RecordedAgent:
     def __init__(self, agent: Any, run_log: Callable[[], RunLog], policy: WritePolicy,
-                 model_policy: ModelPolicy | None = None) -> None:
+                 model_policy: ModelPolicy | None = None, tool_labels: Labeller | None = None) -> None:
         self.agent = agent
         self.name: str = agent.name
         self.id: str = getattr(agent, "id", agent.name)
@@ -70,6 +75,7 @@ class RecordedAgent:
         self._run_log = run_log  # the log bound to the calling event loop
         self._policy = policy
         self._model_policy = model_policy or ModelPolicy()
+        self._tool_labels = tool_labels  # what a tool call is doing, in words, for readers' status lines
         self._failed: OrderedDict[str, BaseException] = OrderedDict()
         # The attempts this process is writing, for a worker that must end them before it exits.
         self._running: dict[RunWriter, asyncio.AbstractEventLoop] = {}
@@ -97,17 +103,23 @@ class RecordedAgent:
                       outcome: dict[str, AgentResponse]) -> AsyncIterator[AgentResponseUpdate]:
         updates: list[AgentResponseUpdate] = []
         streamed: list[str] = []
+        activity = ToolActivity(self._tool_labels)
         try:
             async with call.start(stream=True) as inner:
                 while (update := await _unless_fenced(writer, _next_or_none(inner))) is not None:
                     updates.append(update)
+                    for event in activity.events(update.contents):
+                        writer.add_event("tool", event)
                     if update.text:
                         writer.add(update.text)
                         streamed.append(update.text)
                     yield update
                     if writer.stopped and writer.fenced:
                         raise _Fenced
+                for event in activity.finish():
+                    writer.add_event("tool", event)
                 response = await inner.get_final_response()
+                self._add_usage(writer, response)
         except _Fenced:
             logger.info("run %s stopped early: %s", writer.correlation_id, writer.fenced)
             outcome["response"] = answered_response(AgentResponse.from_updates(updates))
@@ -133,10 +145,24 @@ class RecordedAgent:
         response: AgentResponse = await _unless_fenced(writer, call.start(stream=False))
         if streamed and response.text != streamed:
             writer.reset("the streamed answer failed; the complete answer follows")
-            writer.add(response.text)
+            self._add_whole(writer, response)
         elif not streamed:
-            writer.add(response.text)
+            self._add_whole(writer, response)
+        else:
+            self._add_usage(writer, response)
         return response
+
+    def _add_whole(self, writer: RunWriter, response: AgentResponse) -> None:
+        """A whole answer's tool activity, text and usage, as a streamed one would have shown them."""
+        for event in tool_events_of(response.messages, self._tool_labels):
+            writer.add_event("tool", event)
+        writer.add(response.text)
+        self._add_usage(writer, response)
+
+    @staticmethod
+    def _add_usage(writer: RunWriter, response: AgentResponse) -> None:
+        if (usage := usage_event(response.usage_details)) is not None:
+            writer.add_event("usage", usage)
 
     async def _run_whole(self, call: _ModelCall, writer: RunWriter) -> AgentResponse:
         failure = self._failed.pop(writer.correlation_id, None)
@@ -150,7 +176,7 @@ class RecordedAgent:
         except Exception as error:
             await self._give_up(writer, error, remember=False)
             raise
-        writer.add(response.text)
+        self._add_whole(writer, response)
         await writer.finish("done")
         return response
 

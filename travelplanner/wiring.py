@@ -15,6 +15,7 @@ from streaming.http_api import RunDispatcher, Services
 from streaming.live_tail import LiveTail
 from streaming.reader import ReadPolicy
 from streaming.redis_clients import TAIL_BLOCK_SECONDS, PerLoop, connect
+from tools import describe_call
 from travelplanner.agent import AGENT_NAME, build_agent, select_model
 from travelplanner.model_budget import ModelPolicy
 from travelplanner.recorder import RecordedAgent
@@ -53,7 +54,7 @@ class Wiring:
     def agent(self) -> RecordedAgent:
         """TravelPlanner as the durable host runs it: every run recorded in the run log."""
         return RecordedAgent(build_agent(self.settings), self.run_log, self.write_policy,
-                             ModelPolicy.from_settings(self.settings))
+                             ModelPolicy.from_settings(self.settings), tool_labels=describe_call)
 
     def services(self, dispatcher: RunDispatcher | None) -> Services:
         """The HTTP contract's services on the calling event loop."""
