@@ -40,6 +40,7 @@ from agent_framework import (
     Message,
     ResponseStream,
 )
+from agent_framework.observability import ChatTelemetryLayer
 
 from tools import KNOWN_PLACE_NAMES, canonical_city
 from travelplanner.city_guides import CityGuide, guide_for
@@ -675,10 +676,11 @@ class _Reply:
     text: str = ""
 
 
-class OfflineTravelModel(FunctionInvocationLayer[Any], BaseChatClient[Any]):
+class OfflineTravelModel(FunctionInvocationLayer[Any], ChatTelemetryLayer[Any], BaseChatClient[Any]):
     """Offline demo model, not AI: deterministic templates that drive the real tool loop.
 
-    Use it to run the app without a model endpoint or key. For a fixed `today`, the
+    Use it to run the app without a model endpoint or key. With telemetry on, its calls are traced like a
+    real model's (agent-framework's telemetry layer: a `chat offline-demo` span each). For a fixed `today`, the
     same conversation always gets the same text. `chunks_per_second` paces the
     stream, tool calls included (0 streams at full speed with no sleep at all).
     """

@@ -29,12 +29,16 @@ run used (a `usage` event before `done`); see `run_events`.
 
 The run log is addressed through the run request's options (set by the HTTP contract when it dispatches
 the run); they are removed before the model sees them. A run without them is passed through unrecorded.
+With telemetry on, the options also carry the dispatching request's W3C trace context, and each attempt is
+a span (`run TravelPlanner`) under it, which the agent's own spans (the model's and the tools' calls) nest
+in, and which ends once the attempt's terminal entry is in the log, with its outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -42,6 +46,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from agent_framework import AgentResponse, AgentResponseUpdate, ResponseStream
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from redis_stream_response_handler import RunLog, RunWriter, WritePolicy
 from travelplanner.history import answered_history, answered_response
@@ -53,12 +59,23 @@ logger = logging.getLogger(__name__)
 
 RUN_LOG_OPTION = "run_log"
 _FAILURE_MEMORY = 1000
+_UNTRACED = contextlib.nullcontext()
 T = TypeVar("T")
 
 
-def run_log_options(conversation_id: str, correlation_id: str) -> dict[str, Any]:
-    """The run-request options that make a run recorded under this conversation and run."""
-    return {RUN_LOG_OPTION: {"conversation_id": conversation_id, "correlation_id": correlation_id}}
+def run_log_options(conversation_id: str, correlation_id: str,
+                    trace_context: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The run-request options that make a run recorded under this conversation and run (and traced under
+    `trace_context`, a W3C traceparent and tracestate, when given)."""
+    target: dict[str, Any] = {"conversation_id": conversation_id, "correlation_id": correlation_id}
+    if trace_context:
+        target["trace"] = dict(trace_context)
+    return {RUN_LOG_OPTION: target}
+
+
+def _current(span: Span | None) -> contextlib.AbstractContextManager[Any]:
+    """`span` as the current span in this block (nothing at all without telemetry)."""
+    return trace.use_span(span, end_on_exit=False) if span is not None else _UNTRACED
 
 
 class _Fenced(Exception):
@@ -67,7 +84,8 @@ class _Fenced(Exception):
 
 class RecordedAgent:
     def __init__(self, agent: Any, run_log: Callable[[], RunLog], policy: WritePolicy,
-                 model_policy: ModelPolicy | None = None, tool_labels: Labeller | None = None) -> None:
+                 model_policy: ModelPolicy | None = None, tool_labels: Labeller | None = None,
+                 tracer: Tracer | None = None) -> None:
         self.agent = agent
         self.name: str = agent.name
         self.id: str = getattr(agent, "id", agent.name)
@@ -76,6 +94,7 @@ class RecordedAgent:
         self._policy = policy
         self._model_policy = model_policy or ModelPolicy()
         self._tool_labels = tool_labels  # what a tool call is doing, in words, for readers' status lines
+        self._tracer = tracer  # None: telemetry is off, and no attempt is traced
         self._failed: OrderedDict[str, BaseException] = OrderedDict()
         # The attempts this process is writing, for a worker that must end them before it exits.
         self._running: dict[RunWriter, asyncio.AbstractEventLoop] = {}
@@ -93,20 +112,61 @@ class RecordedAgent:
         call = _ModelCall(self.agent, messages, session, kwargs)
         writer = self._run_log().writer(target["conversation_id"], target["correlation_id"], self._policy)
         self._track(writer)
+        span = self._start_span(target) if self._tracer is not None else None
         if stream:
             outcome: dict[str, AgentResponse] = {}
-            stream_of_updates = self._stream(call, writer, budget, outcome)
+            stream_of_updates = self._stream(call, writer, budget, outcome, span)
+            if span is not None:
+                stream_of_updates = self._traced(span, writer, stream_of_updates)
             return ResponseStream(stream_of_updates, finalizer=lambda _updates: outcome["response"])
-        return self._run_whole(call, writer)
+        return self._run_whole(call, writer, span)
+
+    def _start_span(self, target: Mapping[str, Any]) -> Span:
+        from travelplanner.telemetry import conversation_tag
+
+        assert self._tracer is not None
+        carrier = target.get("trace")
+        parent = propagate.extract(dict(carrier)) if isinstance(carrier, Mapping) else None
+        return self._tracer.start_span(f"run {self.name}", context=parent, kind=SpanKind.CONSUMER, attributes={
+            "travelplanner.agent": self.name, "travelplanner.run.id": str(target["correlation_id"]),
+            "travelplanner.conversation.tag": conversation_tag(str(target["conversation_id"]))})
+
+    @staticmethod
+    def _end_span(span: Span | None, writer: RunWriter, outcome: str) -> None:
+        """Once the attempt's terminal entry is in the log (or the log refused the attempt)."""
+        if span is None:
+            return
+        outcome = writer.interrupted and "interrupted" or writer.fenced or outcome
+        span.set_attribute("travelplanner.run.outcome", outcome)
+        if writer.attempt is not None:
+            span.set_attribute("travelplanner.run.attempt", writer.attempt)
+        if outcome in ("error", "interrupted"):
+            span.set_status(Status(StatusCode.ERROR, outcome))
+        span.end()
+
+    async def _traced(self, span: Span, writer: RunWriter,
+                      updates: AsyncIterator[AgentResponseUpdate]) -> AsyncIterator[AgentResponseUpdate]:
+        outcome = "stopped"  # the host stopped reading before the attempt ended
+        try:
+            async for update in updates:
+                yield update
+            outcome = writer.finished or "stopped"
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            self._end_span(span, writer, outcome)
 
     async def _stream(self, call: _ModelCall, writer: RunWriter, budget: RunBudget,
-                      outcome: dict[str, AgentResponse]) -> AsyncIterator[AgentResponseUpdate]:
+                      outcome: dict[str, AgentResponse], span: Span | None) -> AsyncIterator[AgentResponseUpdate]:
         updates: list[AgentResponseUpdate] = []
         streamed: list[str] = []
         activity = ToolActivity(self._tool_labels)
         try:
-            async with call.start(stream=True) as inner:
-                while (update := await _unless_fenced(writer, _next_or_none(inner))) is not None:
+            with _current(span):  # the agent's own span starts here, under the run's
+                started = call.start(stream=True)
+            async with started as inner:
+                while (update := await _next_in(span, writer, inner)) is not None:
                     updates.append(update)
                     for event in activity.events(update.contents):
                         writer.add_event("tool", event)
@@ -118,7 +178,8 @@ class RecordedAgent:
                         raise _Fenced
                 for event in activity.finish():
                     writer.add_event("tool", event)
-                response = await inner.get_final_response()
+                with _current(span):
+                    response = await inner.get_final_response()
                 self._add_usage(writer, response)
         except _Fenced:
             logger.info("run %s stopped early: %s", writer.correlation_id, writer.fenced)
@@ -131,7 +192,8 @@ class RecordedAgent:
             logger.warning("streamed run %s broke off (%s); running it again without streaming",
                            writer.correlation_id, describe(error))
             try:
-                response = await self._fall_back(call, writer, "".join(streamed))
+                with _current(span):
+                    response = await self._fall_back(call, writer, "".join(streamed))
             except _Fenced:
                 outcome["response"] = answered_response(AgentResponse.from_updates(updates))
                 return
@@ -164,21 +226,29 @@ class RecordedAgent:
         if (usage := usage_event(response.usage_details)) is not None:
             writer.add_event("usage", usage)
 
-    async def _run_whole(self, call: _ModelCall, writer: RunWriter) -> AgentResponse:
+    async def _run_whole(self, call: _ModelCall, writer: RunWriter, span: Span | None) -> AgentResponse:
         failure = self._failed.pop(writer.correlation_id, None)
         if failure is not None:
             await writer.abandon()  # this attempt already ended the run with its error
+            self._end_span(span, writer, "error")
             raise failure
+        outcome = "error"
         try:
-            response: AgentResponse = await _unless_fenced(writer, call.start(stream=False))
+            with _current(span):
+                response: AgentResponse = await _unless_fenced(writer, call.start(stream=False))
         except _Fenced:
+            outcome = "stopped"
             return AgentResponse(messages=[])
         except Exception as error:
             await self._give_up(writer, error, remember=False)
             raise
-        self._add_whole(writer, response)
-        await writer.finish("done")
-        return response
+        else:
+            self._add_whole(writer, response)
+            await writer.finish("done")
+            outcome = "done"
+            return response
+        finally:
+            self._end_span(span, writer, outcome)
 
     def _track(self, writer: RunWriter) -> None:
         with self._running_changed:
@@ -224,6 +294,13 @@ def _worth_a_whole_retry(error: Exception, budget: RunBudget) -> bool:
         return not error.final and error.retry == "run" and budget.next_try(error) is not None
     # A failure of the agent, or of a model this module does not know: worth one whole retry too.
     return budget.next_try(ModelFailure(describe(error), "run")) is not None
+
+
+async def _next_in(span: Span | None, writer: RunWriter,
+                   updates: ResponseStream[AgentResponseUpdate, Any]) -> AgentResponseUpdate | None:
+    """The next update (the model's and tools' work for it traced under the run's span), unless fenced."""
+    with _current(span):
+        return await _unless_fenced(writer, _next_or_none(updates))
 
 
 async def _next_or_none(updates: ResponseStream[AgentResponseUpdate, Any]) -> AgentResponseUpdate | None:
