@@ -3,7 +3,8 @@
 The standalone host's web app and a worker run in this process, on a real Redis and the embedded durable
 backend (its gRPC server, here too), with telemetry configured as a host configures it, but exporting to
 memory. One run is made, read and resumed; the tests below check what it left. OpenTelemetry's providers can
-be set once per process, so the scenario runs once for the module.
+be set once per process, so the scenario runs once for the module. Last, the standalone host itself, its
+telemetry turned on by OTEL_EXPORTER_OTLP_ENDPOINT, exports to a stand-in collector over OTLP.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +25,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from testing.sse import parse, reassemble
+from testing.hosts import StandaloneHost
+from testing.otlp_receiver import OtlpReceiver
+from testing.sse import parse, read_stream, reassemble
 from testing.waiting import until_sync
 from travelplanner import metrics as names
 from travelplanner import telemetry, web
@@ -183,3 +187,32 @@ def test_the_metrics_exist_with_their_attributes(scenario: Scenario) -> None:
     assert total(names.READER_RESUMES, via="last-event-id") == 1
     assert total(names.STREAMS_OPEN, format="sse") == 0  # both responses opened and closed
     assert any(seen == {"format": "sse"} for seen, _ in found[names.STREAMS_OPEN])
+
+
+# --- The standalone host, configured by its environment, exporting over OTLP ------------------------------
+
+
+def test_the_standalone_host_exports_one_trace_per_run_from_its_web_and_worker_processes(
+        redis_url: str, tmp_path: Path) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT turns telemetry on in each process of the group; the run's trace crosses them."""
+    with OtlpReceiver() as collector:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
+               "OTEL_METRIC_EXPORT_INTERVAL": "300"}
+        with StandaloneHost(redis_url, env, log_path=tmp_path / "host.log") as host:
+            accepted = httpx.post(f"{host.base_url}/api/agents/TravelPlanner/run", json={"message": MESSAGE}).json()
+            with httpx.Client(base_url=host.base_url, timeout=30) as client:
+                assert read_stream(client, accepted["stream_url"]).events[-1].kind == "done"
+            until_sync(lambda: collector.spans_named("run TravelPlanner") and collector.spans_named(
+                "POST /api/agents/{agent_name}/run"), within=30, what="the run's spans, exported")
+            until_sync(lambda: names.RUNS_FINISHED in collector.metric_names(), within=30, what="the metrics")
+    (post,) = collector.spans_named("POST /api/agents/{agent_name}/run")
+    (dispatch,) = collector.spans_named("dispatch TravelPlanner")
+    (run,) = collector.spans_named("run TravelPlanner")
+    assert (post.service, dispatch.service, run.service) == ("travelplanner-web", "travelplanner-web",
+                                                             "travelplanner-worker")
+    assert post.trace_id == dispatch.trace_id == run.trace_id
+    assert dispatch.parent_span_id == post.span_id and run.parent_span_id == dispatch.span_id
+    assert run.attributes["travelplanner.run.outcome"] == "done"
+    assert {names.RUNS_STARTED, names.STREAMS_OPEN, names.REDIS_TO_CLIENT, names.CHUNKS_WRITTEN,
+            names.MODEL_TO_REDIS} <= collector.metric_names()
+    assert accepted["conversation_id"] not in repr(collector.spans)
