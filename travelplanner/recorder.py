@@ -46,6 +46,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from agent_framework import AgentResponse, AgentResponseUpdate, ResponseStream
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
@@ -73,9 +74,25 @@ def run_log_options(conversation_id: str, correlation_id: str,
     return {RUN_LOG_OPTION: target}
 
 
+class _Within:
+    """`span` as the current span in a block: an attach and a detach, all it costs per update."""
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._context = trace.set_span_in_context(span)
+        self._token: object = None
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(self._context)
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
 def _current(span: Span | None) -> contextlib.AbstractContextManager[Any]:
     """`span` as the current span in this block (nothing at all without telemetry)."""
-    return trace.use_span(span, end_on_exit=False) if span is not None else _UNTRACED
+    return _Within(span) if span is not None else _UNTRACED
 
 
 class _Fenced(Exception):
