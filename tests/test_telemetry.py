@@ -216,3 +216,13 @@ def test_the_standalone_host_exports_one_trace_per_run_from_its_web_and_worker_p
     assert {names.RUNS_STARTED, names.STREAMS_OPEN, names.REDIS_TO_CLIENT, names.CHUNKS_WRITTEN,
             names.MODEL_TO_REDIS} <= collector.metric_names()
     assert accepted["conversation_id"] not in repr(collector.spans)
+
+
+def test_telemetry_is_off_unless_an_exporter_is_configured() -> None:
+    from agent_framework.observability import OBSERVABILITY_SETTINGS
+
+    assert not telemetry.enabled(Settings.from_env({}))
+    assert telemetry.enabled(Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}))
+    assert telemetry.enabled(Settings.from_env({"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"}))
+    assert telemetry.configure(Settings.from_env({}), "web") is None  # nothing to give a tracer or an observer
+    assert not OBSERVABILITY_SETTINGS.ENABLED  # agent-framework's own instrumentation off too
