@@ -5,9 +5,11 @@
     python client.py --conversation CONVERSATION_ID "Make day 2 a rainy-day plan"
     python client.py --follow CONVERSATION_ID [--run CORRELATION_ID] [--cursor EVENT_ID]
 
-In a terminal the answer is rendered as markdown while it grows; with `--plain`, or when stdout is not a
-terminal, stdout gets exactly what the stream URL serves as text/plain (the chunks, a newline at `done`).
-Notices and errors go to stderr.
+In a terminal the answer is rendered as markdown while it grows, and while the run calls its tools a
+status line says what it is doing ("Checking the weather in Kyoto on Wed 2 Dec…") until text replaces
+it; with `--plain`, or when stdout is not a terminal, stdout gets exactly what the stream URL serves as
+text/plain (the chunks, a newline at `done`: no tool activity). Notices, errors and the tokens the run
+used (when the model reports them) go to stderr. Event types this client does not know are skipped.
 
 The stream is read as Server-Sent Events. When the connection drops, the server ends a response early
 (it does so every STREAM_MAX_SECONDS, and when it shuts down) or the server is away for a while, the
@@ -22,6 +24,7 @@ unreachable at start (or bad usage); 3 the run was cancelled; 4 the stream was l
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -36,6 +39,7 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.markup import escape
 from rich.segment import Segment
+from rich.text import Text
 
 AGENT = "TravelPlanner"
 DEFAULT_URL = "http://127.0.0.1:7071"
@@ -56,7 +60,8 @@ PLAIN_MARKERS = {"done": "\n", "reset": "\n[Restarted: the text below replaces t
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """One event of a run: kind is message, reset, done, error or cancelled; id is its Redis entry id."""
+    """One event of a run: message, tool, usage, reset, done, error or cancelled (or a newer kind); id is its
+    Redis entry id."""
 
     kind: str
     text: str
@@ -197,6 +202,33 @@ def describe(error: httpx.TransportError) -> str:
 # --- rendering ----------------------------------------------------------------
 
 
+def step_status(event: StreamEvent) -> str | None:
+    """A `tool` event as a status line ("Checking the weather in Kyoto on Wed 2 Dec…"); None if unreadable."""
+    try:
+        step = json.loads(event.text)
+    except ValueError:
+        return None
+    if not isinstance(step, dict):
+        return None
+    label = step.get("label") if isinstance(step.get("label"), str) and step.get("label") else \
+        f"Running {step.get('name') or 'a tool'}"
+    return {"completed": f"{label} — done", "failed": f"{label} — failed"}.get(str(step.get("status")), f"{label}…")
+
+
+def usage_note(event: StreamEvent) -> str | None:
+    """A `usage` event as a notice ("1,261 tokens (1,096 in, 165 out)"); None without a total."""
+    try:
+        usage = json.loads(event.text)
+    except ValueError:
+        return None
+    if not isinstance(usage, dict) or not isinstance(usage.get("total_tokens"), int):
+        return None
+    parts = [f"{usage[name]:,} {word}" for name, word in (("input_tokens", "in"), ("output_tokens", "out"))
+             if isinstance(usage.get(name), int)]
+    return f"{usage['total_tokens']:,} tokens" + (f" ({', '.join(parts)})" if parts else "")
+
+
+
 class PlainRenderer:
     """Writes what `Accept: text/plain` serves for message, reset and done: the raw chunks, as they come."""
 
@@ -213,13 +245,17 @@ class PlainRenderer:
 
 
 class _LastScreen:
-    """The bottom of a growing document, so Live can redraw it in place however long it gets."""
+    """The bottom of a growing document, and the status line under it, so Live can redraw them in place
+    however long the document gets."""
 
-    def __init__(self, markdown: Markdown) -> None:
+    def __init__(self, markdown: Markdown, status: str | None = None) -> None:
         self.markdown = markdown
+        self.status = status
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         lines = console.render_lines(self.markdown, options, pad=False)
+        if self.status:
+            lines += console.render_lines(Text(self.status, style="dim italic"), options, pad=False)
         height = max((options.height or console.height) - 1, 1)
         for line in lines[-height:]:
             yield from line
@@ -231,6 +267,7 @@ class MarkdownRenderer:
 
     def __init__(self, console: Console, notices: Console) -> None:
         self.text = ""
+        self.status: str | None = None  # what the run is doing, until its text replaces it
         self._console = console
         self._notices = notices
         self._live = Live(console=console, refresh_per_second=12, transient=True)
@@ -238,11 +275,15 @@ class MarkdownRenderer:
 
     def show(self, event: StreamEvent) -> None:
         if event.kind == "reset":
-            self.text = ""
+            self.text, self.status = "", None  # what the run showed so far is discarded, its status too
             say(self._notices, "yellow", f"restarted: {event.text or 'the answer starts over'}")
         elif event.kind == "message":
             self.text += event.text
-        self._live.update(_LastScreen(Markdown(self.text)))
+            self.status = None
+        elif event.kind == "tool":
+            self.status = step_status(event) or self.status
+        # A status changes a few times a run and may last only moments: draw it at once, not at the next tick.
+        self._live.update(_LastScreen(Markdown(self.text), self.status), refresh=event.kind == "tool")
 
     def close(self) -> None:
         self._live.stop()
@@ -304,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
                                        fail_fast=bool(args.follow), notify=lambda text: say(notices, "dim", text)):
                 last_event_id = event.id
                 renderer.show(event)
+                if event.kind == "usage" and (note := usage_note(event)):
+                    say(notices, "dim", f"used {note}")
                 if event.terminal:
                     renderer.close()
                     renderer = None

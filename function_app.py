@@ -19,11 +19,12 @@ from travelplanner import PAGE
 from travelplanner.dispatch import EntityDispatcher
 from travelplanner.security_headers import headers_for, page_policy
 from travelplanner.settings import Settings
+from travelplanner.telemetry import configure as configure_telemetry
 from travelplanner.wiring import Wiring
 
 settings = Settings.from_env()
 _REDIS_MISSING = "REDIS_CONNECTION_STRING is not set: the Functions app needs a Redis for its run log"
-wiring = Wiring(settings, settings.redis_url or "redis://127.0.0.1:6379/0")
+wiring = Wiring(settings, settings.redis_url or "redis://127.0.0.1:6379/0", configure_telemetry(settings, "functions"))
 
 # The page's own CSP plus frame-ancestors (a meta tag cannot say it), no sniffing, no referrer.
 _PAGE_HEADERS = headers_for("text/html", page_policy(PAGE))

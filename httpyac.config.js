@@ -8,7 +8,8 @@
 //    for the named request (`# @name name`).
 // 2. Prompts. REST Client's `# @prompt name description` asks the person at the keyboard. httpyac runs
 //    unattended, so the prompt is answered with `--var name=value` when given, else with the id of the first
-//    event of the latest text/event-stream response: demo.http prompts only for event ids to resume after.
+//    `message` event (the answer's first text) of the latest text/event-stream response: demo.http prompts only
+//    for event ids to resume after, mid-answer.
 // 3. Assertions in comments. httpyac's `?? status == 202` lines are not REST Client syntax (REST Client would
 //    send them as part of the request), so demo.http writes them as comments, `# ?? status == 202`, which
 //    REST Client ignores and which are handed to httpyac's own assertion parser here.
@@ -81,7 +82,8 @@ module.exports = {
     });
     api.hooks.onResponse.addHook('rememberEventStreamIds', (response, context) => {
       if (/^text\/event-stream/iu.test(response.contentType?.mimeType || '') && typeof response.body === 'string') {
-        const ids = [...response.body.matchAll(/^id: ?(.*)$/gmu)].map(m => m[1]).filter(Boolean);
+        const ids = response.body.split(/\n\n/u).filter(block => /^event: ?message$/mu.test(block))
+          .map(block => (block.match(/^id: ?(.*)$/mu) || [])[1]).filter(Boolean);
         context.variables.$lastEventStreamIds = ids;
       }
     });

@@ -14,6 +14,9 @@ they live in one Redis Cluster slot):
   `run:C` (number), `corr:N` (the reverse), `at:C` (start entry id), `try:C` (current attempt),
   `seq:C` (last sequence number), `end:C` (terminal entry id, once sealed).
 
+A `LogObserver`, when given, is told what the log does (runs opened and ended, chunks written and how
+long each waited, round trip times) for metrics; without one nothing is measured, not even a clock read.
+
 Every write is one Lua script call, so one round trip, and fenced: a write
 from an attempt that has been replaced, or to a run that already has its
 terminal entry, is refused atomically. Both keys get a sliding TTL on every
@@ -30,12 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -47,7 +51,8 @@ KEY_PREFIX = "agent-stream:"
 QUEUE_KEY = f"{KEY_PREFIX}~queued"  # accepted runs no worker has begun yet, across conversations
 TERMINAL_KINDS = frozenset({"done", "error", "cancelled"})
 
-_KIND_CODES = {"message": "m", "reset": "r", "done": "d", "error": "e", "cancelled": "x"}
+_KIND_CODES = {"message": "m", "tool": "t", "usage": "u", "reset": "r", "done": "d", "error": "e", "cancelled": "x"}
+EVENT_KINDS = frozenset({"tool", "usage"})  # written whole, one entry each: never merged with text
 _KIND_NAMES = {code: name for name, code in _KIND_CODES.items()} | {"s": "start"}
 _TERMINAL_CODES = frozenset(_KIND_CODES[kind] for kind in TERMINAL_KINDS)
 _ENTRY_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # ASCII: \d would match any script's digits
@@ -90,7 +95,7 @@ class RunEvent:
     """One entry of a run as readers see it."""
 
     id: str
-    kind: str  # "message", "reset", "done", "error" or "cancelled"
+    kind: str  # "message", "tool", "usage", "reset", "done", "error" or "cancelled"
     text: str
 
     @property
@@ -270,6 +275,21 @@ return 'stalled'
 """
 
 
+class LogObserver(Protocol):
+    """What the log reports as it works, for whoever measures it (metrics)."""
+
+    def run_opened(self) -> None: ...
+
+    def run_ended(self, outcome: str) -> None:
+        """A run's terminal entry was written: outcome is done, error or cancelled."""
+
+    def written(self, waited: Sequence[float]) -> None:
+        """A writer's flush was acknowledged: for each chunk it wrote, the seconds from add() until then."""
+
+    def round_trip(self, seconds: float, operation: str) -> None:
+        """One round trip to Redis: "write" (the writers' shared pipeline) or "read" (a reader's page)."""
+
+
 @dataclass(frozen=True)
 class Retention:
     ttl_seconds: int = 600
@@ -316,9 +336,13 @@ class RunLog:
     Bound to the event loop it is used on (redis-py's asyncio pool is).
     """
 
-    def __init__(self, redis: aioredis.Redis, retention: Retention) -> None:
+    def __init__(self, redis: aioredis.Redis, retention: Retention, observer: LogObserver | None = None) -> None:
         self.redis = redis
         self.retention = retention
+        self.observer = observer
+        # The shared round trip belongs to no one caller: it runs in the context the log was made in (its
+        # trace, if any), not in that of whichever write happened to start it.
+        self._context = contextvars.copy_context()
         self._open = redis.register_script(_OPEN)
         self._admit = redis.register_script(_ADMIT)
         self._dequeue = redis.register_script(_DEQUEUE)
@@ -361,6 +385,8 @@ class RunLog:
             if queued:
                 await self.dequeue(correlation_id)
             raise ConversationBusy(int(second))
+        if self.observer is not None:
+            self.observer.run_opened()
         return str(first)
 
     async def dequeue(self, correlation_id: str) -> None:
@@ -388,7 +414,11 @@ class RunLog:
         args: list[Any] = [correlation_id, str(attempt), flush, *self._limits()]
         for kind, text in entries:
             args += [_KIND_CODES[kind], normalize_newlines(text)]
-        status, _ = await self._shared_round_trip(self._append, self._keys(conversation_id), args)
+        status, entry_id = await self._shared_round_trip(self._append, self._keys(conversation_id), args)
+        if self.observer is not None and status == "ok" and entry_id:  # no id: a retried flush, counted once
+            ended = next((kind for kind, _ in entries if kind in TERMINAL_KINDS), None)
+            if ended is not None:
+                self.observer.run_ended(ended)
         return str(status)
 
     async def _shared_round_trip(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
@@ -401,7 +431,8 @@ class RunLog:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((script, keys, args, future))
         if self._sender is None:
-            self._sender = asyncio.create_task(self._send_queued(), name="run-log-appends")
+            self._sender = asyncio.create_task(self._send_queued(), name="run-log-appends",
+                                               context=self._context.copy())
         return await future
 
     async def _send_queued(self) -> None:
@@ -412,7 +443,10 @@ class RunLog:
                     async with self.redis.pipeline(transaction=False) as pipe:
                         for script, keys, args, _ in batch:
                             pipe.evalsha(script.sha, len(keys), *keys, *args)
+                        sent = time.perf_counter()
                         replies = await pipe.execute(raise_on_error=False)
+                        if self.observer is not None:
+                            self.observer.round_trip(time.perf_counter() - sent, "write")
                 except (RedisError, OSError) as error:
                     replies = [error] * len(batch)  # each writer retries its own entries
                 for (script, keys, args, future), reply in zip(batch, replies, strict=True):
@@ -451,6 +485,8 @@ class RunLog:
                 f"the run was not started: no worker picked it up within {start:g} s"]
         status = str(await self._seal_stalled(self._keys(conversation_id), args))
         if status == "stalled":
+            if self.observer is not None:
+                self.observer.run_ended("error")
             await self.dequeue(correlation_id)
         return status
 
@@ -512,7 +548,10 @@ class RunLog:
 
     async def read_after(self, ref: RunRef, after: str, count: int = 1000) -> tuple[list[RunEvent], str, bool]:
         """One page of the run's events after `after`; returns (events, last id read, more may follow)."""
+        sent = time.perf_counter()
         entries = await self.redis.xrange(stream_key(ref.conversation_id), f"({after}", "+", count=count)
+        if self.observer is not None:
+            self.observer.round_trip(time.perf_counter() - sent, "read")
         events = events_of_run(entries, ref.ordinal)
         last = entries[-1][0] if entries else after
         return events, last, len(entries) == count
@@ -557,6 +596,9 @@ class RunWriter:
         self._policy = policy
         self._pending: list[tuple[str, list[str]]] = []  # (kind, texts joined when flushed)
         self._pending_chunks = 0
+        self._observer = log.observer
+        self._added_at: list[float] = []  # with an observer: when each pending chunk was added
+        self._inflight_added_at: list[float] = []
         self._inflight_chunks = 0
         self._ended_with_cr = False  # a CRLF split across two chunks is one line break
         self._wake = asyncio.Event()
@@ -564,6 +606,7 @@ class RunWriter:
         self._closed = False
         self.interrupted: str | None = None
         self.fenced: str | None = None  # "sealed" or "replaced" once the log refused a write
+        self.finished: str | None = None  # the terminal kind this attempt wrote (finish() returns once it is in)
         self._fence_signal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.flushes = 0
         self._task = asyncio.create_task(self._run(), name=f"run-writer:{correlation_id}")
@@ -606,12 +649,27 @@ class RunWriter:
         else:
             self._pending.append(("message", [text]))
         self._pending_chunks += 1
+        if self._observer is not None:
+            self._added_at.append(time.monotonic())
+        if self._pending_chunks + self._inflight_chunks > self._policy.buffer_chunks:
+            self._give_up(f"the stream was interrupted: more than {self._policy.buffer_chunks} chunks waited for Redis")
+        self._wake.set()
+
+    def add_event(self, kind: str, text: str) -> None:
+        """Buffer a `tool` or `usage` entry: its own entry, in order with the chunks around it, never merged."""
+        assert kind in EVENT_KINDS, kind
+        if self._closed or self.stopped:
+            return
+        self._pending.append((kind, [text]))
+        self._pending_chunks += 1
+        if self._observer is not None:
+            self._added_at.append(time.monotonic())
         if self._pending_chunks + self._inflight_chunks > self._policy.buffer_chunks:
             self._give_up(f"the stream was interrupted: more than {self._policy.buffer_chunks} chunks waited for Redis")
         self._wake.set()
 
     def reset(self, reason: str) -> None:
-        """Tell readers to discard this run's text so far (what follows replaces it)."""
+        """Tell readers to discard what this run showed so far (what follows replaces it)."""
         self._ended_with_cr = False  # the replacement starts afresh
         if not self._closed and not self.stopped:
             self._pending.append(("reset", [reason]))
@@ -623,6 +681,7 @@ class RunWriter:
         if not self._closed:
             self._closed = True
             if not self.stopped:
+                self.finished = kind
                 self._pending.append((kind, [text if kind != "done" else ""]))
             self._wake.set()
         await self._settled.wait()
@@ -654,6 +713,7 @@ class RunWriter:
                 batch = [(kind, "".join(texts)) for kind, texts in self._pending]
                 self._pending = []
                 self._inflight_chunks, self._pending_chunks = self._pending_chunks, 0
+                self._inflight_added_at, self._added_at = self._added_at, []
                 # An empty batch still renews the lease: the run is alive (e.g. in a long tool call).
                 await self._flush(batch)
                 if self._closed and not self._pending and not self.stopped:
@@ -687,6 +747,10 @@ class RunWriter:
         if status != "ok":
             self._fence(status)
             self._pending.clear()
+        elif self._observer is not None and self._inflight_added_at:
+            acknowledged = time.monotonic()
+            self._observer.written([acknowledged - added for added in self._inflight_added_at])
+        self._inflight_added_at = []
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run a Redis call until it succeeds or the outage outlasts the policy (then give up)."""
@@ -710,6 +774,7 @@ class RunWriter:
             logger.error("run %s: %s", self.correlation_id, reason)
             self.interrupted = reason
             self._pending.clear()
+            self._added_at.clear()
             self._wake.set()
 
     async def _write_interruption(self) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date as Date
 from typing import Annotated, Literal
@@ -327,6 +327,23 @@ def _description(func: Callable[..., str]) -> str:
     return " ".join((inspect.getdoc(func) or "").split())
 
 
+_CALL_LABELS = {
+    "get_weather_forecast": "Checking the weather in {destination} on {date}",
+    "get_local_events": "Looking up events in {destination} on {date}",
+}
+
+
+def describe_call(name: str, arguments: Mapping[str, object]) -> str | None:
+    """What a call of one of these tools is doing, in words a reader's status line can show; None if unknown."""
+    template = _CALL_LABELS.get(name)
+    if template is None:
+        return None
+    destination = str(arguments.get("destination") or "").strip() or "your destination"
+    day = _parse_date(str(arguments.get("date") or ""))
+    when = f"{day:%a} {day.day} {day:%b}" if day else "the day asked"
+    return template.format(destination=destination, date=when)
+
+
 def travel_tools() -> list[FunctionTool]:
     """Fresh `FunctionTool`s for one agent (a tool instance keeps invocation counters)."""
     return [tool(func, description=_description(func)) for func in (get_weather_forecast, get_local_events)]
@@ -337,6 +354,7 @@ __all__ = [
     "EVENTS",
     "KNOWN_PLACE_NAMES",
     "canonical_city",
+    "describe_call",
     "get_local_events",
     "get_weather_forecast",
     "travel_tools",

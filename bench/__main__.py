@@ -4,6 +4,7 @@
     python -m bench --quick         # the smoke version: every figure, small sizes (about a minute)
     python -m bench --repeat 5      # more repeats (figures are medians over repeats)
     python -m bench --only write,footprint
+    python -m bench --only telemetry     # what tracing and metrics cost per chunk, on and off
     python -m bench --render bench/results/latest.json     # re-print the table, redraw the chart
     python -m bench --redis-url redis://127.0.0.1:6379/0   # another Redis instead of an embedded one
 """
@@ -33,10 +34,11 @@ from bench import (
     processes,
     redis_server,
     report,
+    telemetry_cost,
     write_path,
 )
 
-FIGURES = ("write", "footprint", "concurrency", "delivery")
+FIGURES = ("write", "footprint", "concurrency", "delivery", "telemetry")
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,11 @@ class Plan:
     first_byte_runs: int = 3
     connections: int = 5000
     footprint_chunks: int = 4000
+    telemetry_runs: int = 30
 
 
 QUICK = Plan(quick=True, repeat=1, write_levels=(1, 10), write_seconds=0.3, delivery_levels=(1, 10),
-             delivery_seconds=1.0, first_byte_runs=1, connections=50, footprint_chunks=400)
+             delivery_seconds=1.0, first_byte_runs=1, connections=50, footprint_chunks=400, telemetry_runs=3)
 
 
 def _log(message: str) -> None:
@@ -158,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         saved = json.loads(args.render.read_text())
         print(report.summary(saved, _draw(saved, chart_path)))
+        if "telemetry" in saved:
+            print("\n" + telemetry_cost.table(saved["telemetry"]))
         return 0
 
     processes.raise_open_files()
@@ -177,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             results["concurrency"] = run_concurrency(plan, url)
         if "delivery" in only:
             results["delivery"], results["first_byte"] = run_delivery(plan, url, redis_pid)
+        if "telemetry" in only:
+            results["telemetry"] = telemetry_cost.measure(url, plan.telemetry_runs, plan.repeat)
+            _log("telemetry: " + telemetry_cost.table(results["telemetry"]).splitlines()[4])
     results["machine"]["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["duration_seconds"] = round(time.monotonic() - started, 1)
 
@@ -186,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(_clean(results), indent=1))
     print(report.summary(results, chart_shown))
+    if "telemetry" in results:
+        print("\n" + telemetry_cost.table(results["telemetry"]))
     print(f"\n(total {results['duration_seconds']} s; results in {args.out / 'latest.json'})")
     return 0
 

@@ -405,7 +405,7 @@ class Chaos:
 
     async def verify_plain(self, client: httpx.AsyncClient, session: Session, whole: list[ReceivedEvent]) -> None:
         markers = {"done": "\n", "reset": "\n[Restarted: the text below replaces the text above]\n",
-                   "cancelled": "\n[Cancelled]\n"}
+                   "cancelled": "\n[Cancelled]\n", "tool": "", "usage": ""}  # plain text shows no tool activity
         expected = "".join(e.data if e.kind == "message" else f"\n[Error: {e.data}]\n" if e.kind == "error"
                            else markers[e.kind] for e in whole)
         try:

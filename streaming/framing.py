@@ -2,9 +2,11 @@
 
 SSE is encoded by sse-starlette's `ServerSentEvent`, which splits multi-line
 data into one `data:` line per line and cleans the id and event fields, so any
-SSE parser rebuilds the text exactly. Plain text cannot take text back or
-carry comments: a reset, the terminal events and a response that ends before
-the run does become short bracketed lines, and heartbeats are not sent.
+SSE parser rebuilds the text exactly. Plain text is the answer as a document:
+it cannot take text back or carry comments, so a reset, the terminal events and
+a response that ends before the run does become short bracketed lines, and
+heartbeats, tool activity and usage are not sent (a status belongs to a UI, not
+to the text; read SSE for it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ _SSE_DATA = {"done": "[DONE]"}  # what `data:` carries when not the entry's text
 _HEARTBEAT = b": heartbeat\n\n"
 
 PLAIN_MARKERS = {
+    "tool": "",
+    "usage": "",
     "done": "\n",
     "reset": "\n[Restarted: the text below replaces the text above]\n",
     "cancelled": "\n[Cancelled]\n",

@@ -33,6 +33,7 @@ from redis_stream_response_handler import (
 from streaming.deadline import RunLogTrouble, within
 from streaming.framing import plain_text_body, sse_body
 from streaming.live_tail import LiveTail
+from streaming.observer import Resumed, StreamObserver, observed
 from streaming.reader import ReadPolicy, read_run
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Services:
     about: Mapping[str, object] = field(default_factory=dict)  # what else /api/health reports (no secrets)
     redis_seconds: float = 3.0  # how long a request may wait for the run log before it answers 503
     admission: Admission | None = None  # how many accepted runs may wait for a worker; None: no limit
+    observer: StreamObserver | None = None  # told what stream responses do (metrics); None: nothing measured
 
 
 class ApiError(Exception):
@@ -202,6 +204,8 @@ async def stream(request: Request, services: Services, conversation_id: str) -> 
         if not _CONVERSATION_ID.fullmatch(conversation_id):
             raise ApiError(400, _BAD_CONVERSATION_ID)
         plain = prefers_plain_text(request.headers.get("accept", ""))
+        resumed: Resumed = "last-event-id" if request.headers.get("last-event-id") else \
+            "cursor" if request.query_params.get("cursor") else None
         cursor = request.headers.get("last-event-id") or request.query_params.get("cursor") or None
         run = request.query_params.get("run") or None
         if run is not None and not _RUN_ID.fullmatch(run):
@@ -225,6 +229,8 @@ async def stream(request: Request, services: Services, conversation_id: str) -> 
         return ApiError.of(trouble).response()
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-conversation-id": conversation_id}
     items = read_run(services.log, services.tail, ref, services.reading)
+    if services.observer is not None:
+        items = observed(items, services.observer, plain=plain, resumed=resumed)
     if plain:
         return StreamingResponse(plain_text_body(items), media_type="text/plain; charset=utf-8", headers=headers)
     return StreamingResponse(sse_body(items, services.retry_ms), media_type="text/event-stream; charset=utf-8",

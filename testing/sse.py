@@ -137,10 +137,13 @@ def read_stream(client: httpx.Client, url: str, *, headers: dict[str, str] | Non
 
 async def get_stream(client: httpx.AsyncClient, url: str, *, last_event_id: str | None = None,
                      cursor: str | None = None, accept: str | None = None, max_bytes: int | None = None,
-                     within: float = 30.0, opened: asyncio.Event | None = None) -> Response:
+                     until_kind: str | None = None, within: float = 30.0,
+                     opened: asyncio.Event | None = None) -> Response:
     """GET a run's stream; with `max_bytes`, hang up after that many body bytes (mid-event included).
 
-    `opened` is set once the response has begun (status and headers received), for tests that act then.
+    With `until_kind`, hang up once an event of that kind has arrived whole (say "message": the run's text
+    has begun). `opened` is set once the response has begun (status and headers received), for tests that
+    act then.
     """
     headers = {"Accept": accept} if accept else {}
     if last_event_id:
@@ -153,10 +156,13 @@ async def get_stream(client: httpx.AsyncClient, url: str, *, last_event_id: str 
     async with asyncio.timeout(within), client.stream("GET", path, params=params, headers=headers) as response:
         if opened is not None:
             opened.set()
+        watching = SSEStream()
         async for piece in response.aiter_raw():
             if max_bytes is not None and len(body) + len(piece) >= max_bytes:
                 piece, ended = piece[: max_bytes - len(body)], False
             body += piece
+            if until_kind is not None and any(e.kind == until_kind for e in watching.feed(piece)):
+                ended = False
             if not ended:
                 break
     return Response(response.status_code, response.headers, body, ended)

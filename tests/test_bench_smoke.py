@@ -46,10 +46,11 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
         assert figure in table, f"figure {figure} missing from:\n{table}"
     for metric in EVERY_METRIC:
         assert metric in table, f"{metric!r} missing from:\n{table}"
+    assert "## Telemetry: cost per chunk" in table and "| CPU per chunk |" in table
     for machine_fact in ("| cores |", "| memory |", "| redis |", "| python |"):
         assert machine_fact in table
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert {"write", "delivery", "first_byte", "concurrency", "footprint", "machine"} <= results.keys()
+    assert {"write", "delivery", "first_byte", "concurrency", "footprint", "telemetry", "machine"} <= results.keys()
     if importlib.util.find_spec("matplotlib"):  # the chart needs it; the table does not
         assert (tmp_path / "bench-growth.png").stat().st_size > 0
     # Every stream delivered every chunk: the figures measure complete runs, not partial ones.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
+import json
 import os
 import re
 import threading
@@ -202,12 +203,17 @@ def test_itinerary_streams_through_server_cuts_and_the_conversation_continues(
     page.get_by_label("Your trip").fill("Plan a 5-day trip to Lisbon")
     page.get_by_role("button", name="Plan").click()
 
-    # Mid-stream, once the first day has begun: the README's screenshot.
+    # While the run calls its tools, the answer box says what it is doing: the README's screenshot.
+    page.wait_for_function("() => (window.travelPlanner.turns[0] || {statusLog: []}).statusLog.length > 0",
+                           timeout=RUN_TIMEOUT_MS, polling=10)
+    shot = page.screenshot(path=SCREENSHOT)
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Mid-stream, once the first day has begun.
     page.wait_for_function(
         "() => { const turn = window.travelPlanner.turns[0];"
         " return turn && turn.text.includes('**Morning') && !turn.outcome; }", timeout=RUN_TIMEOUT_MS)
-    shot = page.screenshot(path=SCREENSHOT)
-    assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.locator(".tool-status").first.is_hidden(), "the text replaces the status line"
     page.evaluate("() => { document.querySelector('.answer').firstChild.keptSinceMidStream = true; }")
     assert state_of(page)[0] in ("live", "reconnecting")
     assert page.get_by_role("button", name="Cancel").is_visible()
@@ -226,6 +232,11 @@ def test_itinerary_streams_through_server_cuts_and_the_conversation_continues(
     assert page.locator(".answer").first.get_attribute("aria-busy") == "false"
     assert page.locator(".answer h3", has_text=re.compile(r"^Day 5 ")).count() == 1  # "## Day" under the page's own h1
     assert page.locator(".answer table th").count() == 4
+
+    # Each tool call was shown as it was asked for and answered, until the text took the status line's place.
+    assert first["tools"] == 20, first["statusLog"]  # 5 days: a forecast and the events for each, asked and answered
+    assert re.fullmatch(r"Checking the weather in Lisbon on \w{3} \d{1,2} \w{3}…", first["statusLog"][0])
+    assert first["statusLog"][-1].endswith(" — done") and first["status"] == ""
 
     # The server cut the stream several times and the browser came back each time by itself.
     assert first["reconnects"] >= 2, first
@@ -402,6 +413,42 @@ def test_reset_discards_the_text_so_far_and_multiline_data_arrives_whole(host: S
     assert page.locator(".answer").inner_text().count("Old plan") == 0
     assert page.locator(".answer li em").inner_text() == "river"
     assert page.get_by_text("The answer restarted (the streamed answer failed").is_visible()
+
+
+def tool(call_id: str, status: str, label: str) -> str:
+    return json.dumps({"call_id": call_id, "name": "get_weather_forecast", "status": status, "label": label,
+                       "arguments": {"destination": "Oslo"}})
+
+
+def test_a_tool_status_shows_until_text_replaces_it_and_a_reset_drops_it(host: StandaloneHost, page: Page) -> None:
+    """Unknown event types are ignored; the status line is replaced by the text, and dropped by a reset."""
+    fake_api(page, host.base_url, sse(
+        ("1-0", "tool", tool("a", "started", "Checking the weather in Oslo")),
+        ("2-0", "reset", "restarted"),
+        ("3-0", "tool", tool("b", "started", "Checking the weather in Oslo on Mon 1 Jun")),
+        ("4-0", "future-kind", '{"anything": true}'),
+    ))  # no terminal event: the run is still calling its tools when the response ends
+    page.goto(host.base_url + "/")
+    page.get_by_label("Your trip").fill("Plan a trip")
+    page.get_by_role("button", name="Plan").click()
+    status = page.locator(".tool-status")
+    status.filter(has_text="on Mon 1 Jun…").wait_for(timeout=RUN_TIMEOUT_MS)
+    assert status.inner_text() == "Checking the weather in Oslo on Mon 1 Jun…"
+    assert turns(page)[0]["statusLog"] == ["Checking the weather in Oslo…",
+                                           "Checking the weather in Oslo on Mon 1 Jun…"]
+    page.unroute(f"{host.base_url}/api/agent/stream/**")
+
+    page.route(f"{host.base_url}/api/agent/stream/**", lambda route: route.fulfill(**sse(
+        ("5-0", "tool", tool("b", "completed", "Checking the weather in Oslo on Mon 1 Jun")),
+        ("6-0", "message", "# Oslo\n\nDay 1: the fjord"),
+        ("7-0", "usage", '{"input_tokens":1096,"output_tokens":165,"total_tokens":1261}'),
+        ("8-0", "done", "[DONE]"),
+    )))
+    turn = wait_for_outcome(page, 1)  # the browser resumed after 4-0 by itself
+    assert turn["outcome"] == "done" and turn["text"] == "# Oslo\n\nDay 1: the fjord"
+    assert turn["statusLog"][-1] == "Checking the weather in Oslo on Mon 1 Jun — done" and turn["status"] == ""
+    assert status.is_hidden()
+    assert page.get_by_text("1,261 tokens (1,096 in, 165 out)").is_visible()
 
 
 def test_an_error_event_ends_the_run_with_its_message(host: StandaloneHost, page: Page) -> None:

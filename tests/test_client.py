@@ -8,6 +8,7 @@ at random byte offsets (mid-event, mid-line, mid-character, mid-headers), and th
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -309,6 +310,56 @@ def test_terminal_gets_rendered_markdown(host: StandaloneHost) -> None:
     assert "\x1b[" in text  # styled
 
 
+def test_terminal_shows_what_the_run_is_doing_until_its_text_replaces_it(host: StandaloneHost) -> None:
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_NAMES}
+    process = subprocess.Popen([sys.executable, str(ROOT / "client.py"), "--url", host.base_url, MESSAGE],
+                               stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               env={**env, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"})
+    os.close(terminal)
+    screen = bytearray()
+    reader = threading.Thread(target=_drain, args=(controller, screen), daemon=True)
+    reader.start()
+    _, stderr = process.communicate(timeout=30)
+    reader.join(5)
+    os.close(controller)
+
+    assert process.returncode == 0, stderr.decode()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    assert re.search(r"Checking the weather in Tokyo on \w{3} \d{1,2} \w{3}…", text), text[:2000]
+    assert "Looking up events in Tokyo" in text
+    final = text[text.rindex("Checking the weather"):]  # after the last status drawn: the answer, printed whole
+    assert "3-day itinerary for Tokyo" in final
+
+
+def test_status_lines_and_usage_notes_read_the_events_json() -> None:
+    def tool(**step: object) -> client.StreamEvent:
+        return client.StreamEvent("tool", json.dumps(step), "1-0")
+
+    assert client.step_status(tool(label="Checking the weather in Oslo", status="started")) == \
+        "Checking the weather in Oslo…"
+    assert client.step_status(tool(label="Checking the weather in Oslo", status="completed")) == \
+        "Checking the weather in Oslo — done"
+    assert client.step_status(tool(name="lookup", status="failed")) == "Running lookup — failed"
+    assert client.step_status(client.StreamEvent("tool", "not json", "1-0")) is None
+    usage = client.StreamEvent("usage", '{"input_tokens":1096,"output_tokens":165,"total_tokens":1261}', "1-0")
+    assert client.usage_note(usage) == "1,261 tokens (1,096 in, 165 out)"
+    assert client.usage_note(client.StreamEvent("usage", "{}", "1-0")) is None
+
+
+async def test_plain_output_skips_tool_activity_and_unknown_events(host: StandaloneHost, run_log: RunLog) -> None:
+    conversation, _ = await write_run(run_log, [
+        ("tool", '{"call_id":"c","name":"get_weather_forecast","status":"started","label":"Checking"}'),
+        ("message", "Day 1."), ("usage", '{"input_tokens":5,"output_tokens":2,"total_tokens":7}'), ("done", "")])
+    served = plain_text(host.base_url, f"/api/agent/stream/{conversation}")
+
+    result = run_client("--plain", "--url", host.base_url, "--follow", conversation)
+
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == served == b"Day 1.\n"
+    assert b"used 7 tokens (5 in, 2 out)" in result.stderr
+
+
 def _drain(fd: int, into: bytearray) -> None:
     while True:
         try:
@@ -339,7 +390,9 @@ def test_stream_events_yields_each_event_once_across_server_closes(short_host: S
 
     ids = [tuple(map(int, e.id.split("-"))) for e in events]
     assert ids == sorted(set(ids)), "an event came twice or out of order"
-    assert [e.kind for e in events[:-1]] == ["message"] * (len(events) - 1) and events[-1].kind == "done"
+    kinds = [e.kind for e in events]
+    first_text = kinds.index("message")
+    assert set(kinds[:first_text]) == {"tool"} and set(kinds[first_text:-1]) == {"message"} and kinds[-1] == "done"
     text = "".join(e.text for e in events if e.kind == "message") + "\n"
     assert text.encode() == plain_text(short_host.base_url, accepted["stream_url"])
     assert len(notices) >= 2 and all(n.startswith("reconnecting") for n in notices)

@@ -6,6 +6,7 @@ Each test takes a `host` and runs once per host, so the hosts cannot drift apart
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -160,7 +161,23 @@ def test_sse_framing_headers_and_terminal_event(client: httpx.Client) -> None:
     assert all(e.id for e in data_events)
     assert [e.kind for e in data_events].count("done") == 1
     assert events[-1].kind == "done" and events[-1].data == "[DONE]"
-    assert {e.kind for e in data_events} == {"message", "done"}
+    assert {e.kind for e in data_events} == {"tool", "message", "done"}  # the offline model reports no usage
+
+
+def test_tool_events_are_json_steps_each_asked_for_then_answered_before_the_text(client: httpx.Client) -> None:
+    run, events = finished_run(client, "Plan a 2-day trip to Kyoto")
+    kinds = [e.kind for e in events]
+    tools = [json.loads(e.data) for e in events if e.kind == "tool"]
+    assert kinds.index("message") > max(i for i, kind in enumerate(kinds) if kind == "tool")
+    assert all(e.id for e in events if e.kind == "tool")
+    assert [t["status"] for t in tools] == ["started"] * 4 + ["completed"] * 4
+    assert {t["name"] for t in tools} == {"get_weather_forecast", "get_local_events"}
+    for tool in tools:
+        assert {"call_id", "name", "status", "label", "arguments"} <= set(tool)
+        assert tool["arguments"]["destination"] == "Kyoto" and "Kyoto" in tool["label"]
+    assert all(t["summary"] for t in tools if t["status"] == "completed")
+    plain = client.get(run["stream_url"], headers={"Accept": "text/plain"}).text
+    assert "call_id" not in plain and "Checking the weather" not in plain  # plain text is the answer alone
 
 
 def test_sse_rebuilds_multi_line_unicode_text_exactly(client: httpx.Client) -> None:
@@ -184,12 +201,14 @@ def test_sse_carries_newlines_cr_and_blank_lines(client: httpx.Client, redis_url
 
 def test_resume_by_cursor_at_every_position_gives_exactly_the_rest(client: httpx.Client) -> None:
     run, events = finished_run(client, "Plan a 2-day trip to Paris")
+    assert [e.kind for e in events[:3]] == ["tool"] * 3  # positions inside the tool activity too
     full = reassemble(events)
     separator = "&" if "?" in run["stream_url"] else "?"
     for index, event in enumerate(e for e in events if e.id):
         rest = read_stream(client, f"{run['stream_url']}{separator}cursor={event.id}").events
         assert reassemble(events[: index + 1]) + reassemble(rest) == full
-        assert [e.id for e in rest if e.id] == [e.id for e in events[index + 1:] if e.id]
+        assert [(e.id, e.kind, e.data) for e in rest if e.id] == [(e.id, e.kind, e.data)
+                                                                  for e in events[index + 1:] if e.id]
 
 
 def test_resume_by_last_event_id_and_the_header_wins_over_the_cursor(client: httpx.Client) -> None:

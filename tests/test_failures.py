@@ -69,7 +69,7 @@ async def log_of(redis_url: str, conversation_id: str) -> list[tuple[str, dict[s
 
 
 def run_events(entries: list[tuple[str, dict[str, str]]], run: str = "1") -> list[ReceivedEvent]:
-    names = {"m": "message", "r": "reset", "d": "done", "e": "error", "x": "cancelled"}
+    names = {"m": "message", "t": "tool", "u": "usage", "r": "reset", "d": "done", "e": "error", "x": "cancelled"}
     return [ReceivedEvent(i, names[f["k"]], f["t"]) for i, f in entries if f["r"] == run and f["k"] in names]
 
 
@@ -219,7 +219,7 @@ async def test_a_redelivery_over_http_shows_reset_then_the_replacement(host: Sta
         started = (await client.post(f"/api/agents/{AGENT}/run", content="Plan 5 days in Tokyo")).json()
         conversation, run = started["conversation_id"], started["correlation_id"]
         reader = asyncio.create_task(read_to_terminal(host.base_url, started["stream_url"]))
-        first = await get_stream(client, started["stream_url"], max_bytes=200)  # the host's attempt is streaming
+        first = await get_stream(client, started["stream_url"], until_kind="message")  # the attempt is streaming
         assert first.stream.events, first.body
     injected = ScriptedModel([f"replacement {i}\n" for i in range(40)], chunks_per_second=200)
     outcome = await execute(injected, redis_url, conversation, run, policy=POLICY, retention=RETENTION)
@@ -289,7 +289,7 @@ async def test_a_host_killed_mid_run_leaves_one_stalled_error_after_a_restart(
     try:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
             started = (await client.post(f"/api/agents/{AGENT}/run", content="Plan 5 days in Rome")).json()
-            seen = await get_stream(client, started["stream_url"], max_bytes=400)
+            seen = await get_stream(client, started["stream_url"], until_kind="message")
         assert seen.stream.events, seen.body
         server.kill()  # SIGKILL: the in-memory durable backend loses the run itself
         server.start()

@@ -234,7 +234,7 @@ async def test_the_sse_stream_is_the_entitys_answer_byte_for_byte(client: httpx.
     accepted = await start_run(client, {"message": FIRST_MESSAGE})
     kinds, streamed = await read_sse(client, accepted["stream_url"])
 
-    assert kinds[-1] == "done" and set(kinds[:-1]) == {"message"}, kinds
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"tool", "message"}, kinds
     assert streamed.startswith("# ") and day_headings(streamed) == ["1", "2", "3"], streamed[:500]
     answer = (await dispatch_of(host, accepted)).answer
     assert len(answer) > 200

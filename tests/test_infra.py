@@ -55,6 +55,7 @@ LEFT_UNSET_IN_AZURE = {
     "OPENAI_BASE_URL": "OpenAI-compatible endpoints are for the standalone host",
     "API_KEY": "the Functions front end checks function keys instead",
     "LISTEN_FD": "the standalone host's process group sets it for its own web processes",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "Azure exports to Application Insights (APPLICATIONINSIGHTS_CONNECTION_STRING)",
 }
 # Settings that only mean something to the standalone host, or are secrets.
 NEVER_IN_AZURE = {
@@ -66,7 +67,8 @@ NEVER_IN_AZURE = {
 # App settings the Functions host or the Python worker reads, not settings.py.
 HOST_SETTINGS = (
     "AzureWebJobsStorage", "AzureWebJobsStorage__*", "APPLICATIONINSIGHTS_*", "FUNCTIONS_*",
-    "PYTHON_ENABLE_INIT_INDEXING", "PYTHON_THREADPOOL_THREAD_COUNT", "AzureFunctionsJobHost__*",
+    "PYTHON_ENABLE_INIT_INDEXING", "PYTHON_THREADPOOL_THREAD_COUNT", "PYTHON_ENABLE_OPENTELEMETRY",
+    "AzureFunctionsJobHost__*",
 )
 # Flex Consumption rejects these (the runtime and package live in functionAppConfig).
 REJECTED_BY_FLEX = {

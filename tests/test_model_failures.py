@@ -154,8 +154,9 @@ async def test_the_answer_streams_exactly_after_the_tools_ran_with_the_right_arg
         client: httpx.AsyncClient, model: ms.ScriptedModelServer) -> None:
     turn = await run_turn(client, model)
     assert_answered_in_full(turn, reset=False)
-    assert turn.kinds().count("message") > 1  # it streamed, not one block
     first, second = requests_of(model, turn)
+    assert first.stream and second.stream  # it streamed: no fallback to a whole answer
+    assert turn.kinds()[:4] == ["tool"] * 4 and turn.kinds()[-2:] == ["usage", "done"]  # its calls, its tokens
     assert (first.path, first.headers["authorization"], first.body["model"]) == (
         "/v1/chat/completions", "Bearer test-key", "gpt-test")
     assert first.stream and second.stream

@@ -126,7 +126,7 @@ def test_a_worker_that_dies_hands_its_run_to_the_next(redis_url: str, tmp_path: 
         async def scenario() -> list[ReceivedEvent]:
             async with httpx.AsyncClient(base_url=host.base_url, timeout=60) as client:
                 run = await start_run(client, "Plan a 2-day trip to Rome")
-                first = await get_stream(client, run["stream_url"], max_bytes=600)
+                first = await get_stream(client, run["stream_url"], until_kind="message")
                 assert any(e.kind == "message" for e in first.events), first.body
                 (worker,) = children_with_role(host, "worker")
                 os.kill(worker, signal.SIGKILL)
@@ -150,7 +150,7 @@ def test_shutdown_ends_running_and_queued_runs_with_errors_that_say_so(redis_url
         async def two_runs() -> tuple[dict[str, str], dict[str, str]]:
             async with httpx.AsyncClient(base_url=host.base_url, timeout=60) as client:
                 running, queued = await start_run(client), await start_run(client)
-                first = await get_stream(client, running["stream_url"], max_bytes=300)
+                first = await get_stream(client, running["stream_url"], until_kind="message")
                 assert any(e.kind == "message" for e in first.events)
                 return running, queued
 
@@ -185,7 +185,7 @@ def test_a_second_signal_stops_everything_at_once(redis_url: str, tmp_path: Path
         async def one_run() -> None:
             async with httpx.AsyncClient(base_url=host.base_url, timeout=60) as client:
                 run = await start_run(client)
-                first = await get_stream(client, run["stream_url"], max_bytes=200)
+                first = await get_stream(client, run["stream_url"], until_kind="message")
                 assert any(e.kind == "message" for e in first.events)
 
         asyncio.run(one_run())
@@ -209,7 +209,7 @@ def test_the_embedded_redis_is_started_again_if_it_dies(tmp_path: Path) -> None:
         async def scenario() -> list[ReceivedEvent]:
             async with httpx.AsyncClient(base_url=host.base_url, timeout=60) as client:
                 run = await start_run(client, "Plan a 2-day trip to Lisbon")
-                first = await get_stream(client, run["stream_url"], max_bytes=500)
+                first = await get_stream(client, run["stream_url"], until_kind="message")
                 assert any(e.kind == "message" for e in first.events)
                 (redis_pid,) = redis_children(host)
                 os.kill(redis_pid, signal.SIGKILL)

@@ -104,6 +104,44 @@ async def test_one_round_trip_per_flush_merges_waiting_chunks(run_log: RunLog, c
     assert len(events) <= writer.flushes + 1
 
 
+async def test_tool_and_usage_entries_stand_alone_in_order_among_merged_chunks(
+    run_log: RunLog, conversation_id: str
+) -> None:
+    await run_log.open_run(conversation_id, "run-1")
+    writer = run_log.writer(conversation_id, "run-1", FAST)
+    for i in range(50):  # added faster than Redis answers: chunks around the events still merge
+        writer.add(f"{i} ")
+        if i % 10 == 9:
+            writer.add_event("tool", f'{{"call_id":"c{i}","status":"started"}}')
+    writer.add_event("usage", '{"input_tokens":3}')
+    await writer.finish("done")
+    events = await events_of(run_log, conversation_id)
+    assert [e.text for e in events if e.kind == "tool"] == [f'{{"call_id":"c{i}","status":"started"}}'
+                                                            for i in (9, 19, 29, 39, 49)]
+    assert [e.kind for e in events][-2:] == ["usage", "done"]
+    assert text_of(events) == "".join(f"{i} " for i in range(50))
+    before_each_event = [text_of(events[:index]) for index, e in enumerate(events) if e.kind == "tool"]
+    assert before_each_event == ["".join(f"{i} " for i in range(n)) for n in (10, 20, 30, 40, 50)]
+    assert len([e for e in events if e.kind == "message"]) < 50  # merged, but never across an event
+
+
+async def test_a_redelivery_resets_the_old_attempts_tool_activity_too(run_log: RunLog, conversation_id: str) -> None:
+    await run_log.open_run(conversation_id, "run-1")
+    first = run_log.writer(conversation_id, "run-1", FAST)
+    first.add_event("tool", '{"call_id":"a","status":"started"}')
+    await until(lambda: first.unwritten == 0, what="the first attempt's tool event in the log")
+    second = run_log.writer(conversation_id, "run-1", FAST)
+    second.add_event("tool", '{"call_id":"b","status":"started"}')
+    second.add("answer")
+    await second.finish("done")
+    first.add_event("tool", '{"call_id":"late","status":"completed"}')  # fenced: never written
+    await first.finish("done")
+    events = await events_of(run_log, conversation_id)
+    assert [(e.kind, e.text) for e in events] == [
+        ("tool", '{"call_id":"a","status":"started"}'), ("reset", "restarted"),
+        ("tool", '{"call_id":"b","status":"started"}'), ("message", "answer"), ("done", "")]
+
+
 async def test_entries_carry_run_sequence_kind_and_text(run_log: RunLog, conversation_id: str) -> None:
     start = await run_log.open_run(conversation_id, "run-1")
     writer = run_log.writer(conversation_id, "run-1", FAST)

@@ -40,6 +40,7 @@ from agent_framework import (
     Message,
     ResponseStream,
 )
+from agent_framework.observability import ChatTelemetryLayer
 
 from tools import KNOWN_PLACE_NAMES, canonical_city
 from travelplanner.city_guides import CityGuide, guide_for
@@ -675,12 +676,13 @@ class _Reply:
     text: str = ""
 
 
-class OfflineTravelModel(FunctionInvocationLayer[Any], BaseChatClient[Any]):
+class OfflineTravelModel(FunctionInvocationLayer[Any], ChatTelemetryLayer[Any], BaseChatClient[Any]):
     """Offline demo model, not AI: deterministic templates that drive the real tool loop.
 
-    Use it to run the app without a model endpoint or key. For a fixed `today`, the
+    Use it to run the app without a model endpoint or key. With telemetry on, its calls are traced like a
+    real model's (agent-framework's telemetry layer: a `chat offline-demo` span each). For a fixed `today`, the
     same conversation always gets the same text. `chunks_per_second` paces the
-    stream (0 streams at full speed with no sleep at all).
+    stream, tool calls included (0 streams at full speed with no sleep at all).
     """
 
     DISCLOSURE: ClassVar[str] = (
@@ -781,21 +783,24 @@ class OfflineTravelModel(FunctionInvocationLayer[Any], BaseChatClient[Any]):
     async def _stream(self, reply: _Reply) -> AsyncIterator[ChatResponseUpdate]:
         common: dict[str, Any] = {"role": "assistant", "model": OFFLINE_MODEL_NAME,
                                   "response_id": f"offline-{uuid.uuid4().hex}", "message_id": f"msg-{uuid.uuid4().hex}"}
+        # Each tool call is sent as a chunk of its own, at the same pace as the text, as a model streams
+        # its calls one after another: readers see the calls being asked for.
         if reply.calls:
-            yield ChatResponseUpdate(contents=reply.calls, finish_reason="tool_calls", created_at=_now(), **common)
-            return
-        chunks = chunk_text(reply.text, self.words_per_chunk)
+            pieces, finish = [[call] for call in reply.calls], "tool_calls"
+        else:
+            chunks = chunk_text(reply.text, self.words_per_chunk)
+            pieces, finish = [[Content.from_text(chunk)] for chunk in chunks], "stop"
         loop = asyncio.get_running_loop()
         started = loop.time()
-        for index, chunk in enumerate(chunks):
+        for index, contents in enumerate(pieces):
             if self.chunks_per_second > 0 and index:
                 # Sleep to a schedule set at the start, so the average rate holds however long a
                 # consumer takes with each chunk.
                 delay = started + index / self.chunks_per_second - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            yield ChatResponseUpdate(contents=[Content.from_text(chunk)], created_at=_now(),
-                                     finish_reason="stop" if index == len(chunks) - 1 else None, **common)
+            yield ChatResponseUpdate(contents=contents, created_at=_now(),
+                                     finish_reason=finish if index == len(pieces) - 1 else None, **common)
 
     async def _respond(self, reply: _Reply) -> ChatResponse:
         return ChatResponse(

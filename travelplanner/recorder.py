@@ -23,14 +23,22 @@ it waits for a first chunk, and returns what it has. What a run is given and wha
 of tool calls no result answers (`history`): the durable host stores a stopped run's partial answer as
 history, and an unanswered call in it would make the model refuse every later turn.
 
+Besides the answer's text, readers get the run's tool activity (`tool` events: each call when the
+model asks for it, and again when its result is in) and, where the model reports it, the tokens the
+run used (a `usage` event before `done`); see `run_events`.
+
 The run log is addressed through the run request's options (set by the HTTP contract when it dispatches
 the run); they are removed before the model sees them. A run without them is passed through unrecorded.
+With telemetry on, the options also carry the dispatching request's W3C trace context, and each attempt is
+a span (`run TravelPlanner`) under it, which the agent's own spans (the model's and the tools' calls) nest
+in, and which ends once the attempt's terminal entry is in the log, with its outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -38,22 +46,53 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from agent_framework import AgentResponse, AgentResponseUpdate, ResponseStream
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from redis_stream_response_handler import RunLog, RunWriter, WritePolicy
 from travelplanner.history import answered_history, answered_response
 from travelplanner.model_budget import BUDGET_KWARG, ModelPolicy, RunBudget
 from travelplanner.model_failures import ModelFailure, describe
+from travelplanner.run_events import Labeller, ToolActivity, tool_events_of, usage_event
 
 logger = logging.getLogger(__name__)
 
 RUN_LOG_OPTION = "run_log"
 _FAILURE_MEMORY = 1000
+_UNTRACED = contextlib.nullcontext()
 T = TypeVar("T")
 
 
-def run_log_options(conversation_id: str, correlation_id: str) -> dict[str, Any]:
-    """The run-request options that make a run recorded under this conversation and run."""
-    return {RUN_LOG_OPTION: {"conversation_id": conversation_id, "correlation_id": correlation_id}}
+def run_log_options(conversation_id: str, correlation_id: str,
+                    trace_context: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The run-request options that make a run recorded under this conversation and run (and traced under
+    `trace_context`, a W3C traceparent and tracestate, when given)."""
+    target: dict[str, Any] = {"conversation_id": conversation_id, "correlation_id": correlation_id}
+    if trace_context:
+        target["trace"] = dict(trace_context)
+    return {RUN_LOG_OPTION: target}
+
+
+class _Within:
+    """`span` as the current span in a block: an attach and a detach, all it costs per update."""
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._context = trace.set_span_in_context(span)
+        self._token: object = None
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(self._context)
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+def _current(span: Span | None) -> contextlib.AbstractContextManager[Any]:
+    """`span` as the current span in this block (nothing at all without telemetry)."""
+    return _Within(span) if span is not None else _UNTRACED
 
 
 class _Fenced(Exception):
@@ -62,7 +101,8 @@ class _Fenced(Exception):
 
 class RecordedAgent:
     def __init__(self, agent: Any, run_log: Callable[[], RunLog], policy: WritePolicy,
-                 model_policy: ModelPolicy | None = None) -> None:
+                 model_policy: ModelPolicy | None = None, tool_labels: Labeller | None = None,
+                 tracer: Tracer | None = None) -> None:
         self.agent = agent
         self.name: str = agent.name
         self.id: str = getattr(agent, "id", agent.name)
@@ -70,6 +110,8 @@ class RecordedAgent:
         self._run_log = run_log  # the log bound to the calling event loop
         self._policy = policy
         self._model_policy = model_policy or ModelPolicy()
+        self._tool_labels = tool_labels  # what a tool call is doing, in words, for readers' status lines
+        self._tracer = tracer  # None: telemetry is off, and no attempt is traced
         self._failed: OrderedDict[str, BaseException] = OrderedDict()
         # The attempts this process is writing, for a worker that must end them before it exits.
         self._running: dict[RunWriter, asyncio.AbstractEventLoop] = {}
@@ -87,27 +129,75 @@ class RecordedAgent:
         call = _ModelCall(self.agent, messages, session, kwargs)
         writer = self._run_log().writer(target["conversation_id"], target["correlation_id"], self._policy)
         self._track(writer)
+        span = self._start_span(target) if self._tracer is not None else None
         if stream:
             outcome: dict[str, AgentResponse] = {}
-            stream_of_updates = self._stream(call, writer, budget, outcome)
+            stream_of_updates = self._stream(call, writer, budget, outcome, span)
+            if span is not None:
+                stream_of_updates = self._traced(span, writer, stream_of_updates)
             return ResponseStream(stream_of_updates, finalizer=lambda _updates: outcome["response"])
-        return self._run_whole(call, writer)
+        return self._run_whole(call, writer, span)
+
+    def _start_span(self, target: Mapping[str, Any]) -> Span:
+        from travelplanner.telemetry import conversation_tag
+
+        assert self._tracer is not None
+        carrier = target.get("trace")
+        parent = propagate.extract(dict(carrier)) if isinstance(carrier, Mapping) else None
+        return self._tracer.start_span(f"run {self.name}", context=parent, kind=SpanKind.CONSUMER, attributes={
+            "travelplanner.agent": self.name, "travelplanner.run.id": str(target["correlation_id"]),
+            "travelplanner.conversation.tag": conversation_tag(str(target["conversation_id"]))})
+
+    @staticmethod
+    def _end_span(span: Span | None, writer: RunWriter, outcome: str) -> None:
+        """Once the attempt's terminal entry is in the log (or the log refused the attempt)."""
+        if span is None:
+            return
+        outcome = writer.interrupted and "interrupted" or writer.fenced or outcome
+        span.set_attribute("travelplanner.run.outcome", outcome)
+        if writer.attempt is not None:
+            span.set_attribute("travelplanner.run.attempt", writer.attempt)
+        if outcome in ("error", "interrupted"):
+            span.set_status(Status(StatusCode.ERROR, outcome))
+        span.end()
+
+    async def _traced(self, span: Span, writer: RunWriter,
+                      updates: AsyncIterator[AgentResponseUpdate]) -> AsyncIterator[AgentResponseUpdate]:
+        outcome = "stopped"  # the host stopped reading before the attempt ended
+        try:
+            async for update in updates:
+                yield update
+            outcome = writer.finished or "stopped"
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            self._end_span(span, writer, outcome)
 
     async def _stream(self, call: _ModelCall, writer: RunWriter, budget: RunBudget,
-                      outcome: dict[str, AgentResponse]) -> AsyncIterator[AgentResponseUpdate]:
+                      outcome: dict[str, AgentResponse], span: Span | None) -> AsyncIterator[AgentResponseUpdate]:
         updates: list[AgentResponseUpdate] = []
         streamed: list[str] = []
+        activity = ToolActivity(self._tool_labels)
         try:
-            async with call.start(stream=True) as inner:
-                while (update := await _unless_fenced(writer, _next_or_none(inner))) is not None:
+            with _current(span):  # the agent's own span starts here, under the run's
+                started = call.start(stream=True)
+            async with started as inner:
+                while (update := await _next_in(span, writer, inner)) is not None:
                     updates.append(update)
+                    for event in activity.events(update.contents):
+                        writer.add_event("tool", event)
                     if update.text:
                         writer.add(update.text)
                         streamed.append(update.text)
                     yield update
                     if writer.stopped and writer.fenced:
                         raise _Fenced
-                response = await inner.get_final_response()
+                for event in activity.finish():
+                    writer.add_event("tool", event)
+                with _current(span):
+                    response = await inner.get_final_response()
+                self._add_usage(writer, response)
         except _Fenced:
             logger.info("run %s stopped early: %s", writer.correlation_id, writer.fenced)
             outcome["response"] = answered_response(AgentResponse.from_updates(updates))
@@ -119,7 +209,8 @@ class RecordedAgent:
             logger.warning("streamed run %s broke off (%s); running it again without streaming",
                            writer.correlation_id, describe(error))
             try:
-                response = await self._fall_back(call, writer, "".join(streamed))
+                with _current(span):
+                    response = await self._fall_back(call, writer, "".join(streamed))
             except _Fenced:
                 outcome["response"] = answered_response(AgentResponse.from_updates(updates))
                 return
@@ -133,26 +224,48 @@ class RecordedAgent:
         response: AgentResponse = await _unless_fenced(writer, call.start(stream=False))
         if streamed and response.text != streamed:
             writer.reset("the streamed answer failed; the complete answer follows")
-            writer.add(response.text)
+            self._add_whole(writer, response)
         elif not streamed:
-            writer.add(response.text)
+            self._add_whole(writer, response)
+        else:
+            self._add_usage(writer, response)
         return response
 
-    async def _run_whole(self, call: _ModelCall, writer: RunWriter) -> AgentResponse:
+    def _add_whole(self, writer: RunWriter, response: AgentResponse) -> None:
+        """A whole answer's tool activity, text and usage, as a streamed one would have shown them."""
+        for event in tool_events_of(response.messages, self._tool_labels):
+            writer.add_event("tool", event)
+        writer.add(response.text)
+        self._add_usage(writer, response)
+
+    @staticmethod
+    def _add_usage(writer: RunWriter, response: AgentResponse) -> None:
+        if (usage := usage_event(response.usage_details)) is not None:
+            writer.add_event("usage", usage)
+
+    async def _run_whole(self, call: _ModelCall, writer: RunWriter, span: Span | None) -> AgentResponse:
         failure = self._failed.pop(writer.correlation_id, None)
         if failure is not None:
             await writer.abandon()  # this attempt already ended the run with its error
+            self._end_span(span, writer, "error")
             raise failure
+        outcome = "error"
         try:
-            response: AgentResponse = await _unless_fenced(writer, call.start(stream=False))
+            with _current(span):
+                response: AgentResponse = await _unless_fenced(writer, call.start(stream=False))
         except _Fenced:
+            outcome = "stopped"
             return AgentResponse(messages=[])
         except Exception as error:
             await self._give_up(writer, error, remember=False)
             raise
-        writer.add(response.text)
-        await writer.finish("done")
-        return response
+        else:
+            self._add_whole(writer, response)
+            await writer.finish("done")
+            outcome = "done"
+            return response
+        finally:
+            self._end_span(span, writer, outcome)
 
     def _track(self, writer: RunWriter) -> None:
         with self._running_changed:
@@ -198,6 +311,13 @@ def _worth_a_whole_retry(error: Exception, budget: RunBudget) -> bool:
         return not error.final and error.retry == "run" and budget.next_try(error) is not None
     # A failure of the agent, or of a model this module does not know: worth one whole retry too.
     return budget.next_try(ModelFailure(describe(error), "run")) is not None
+
+
+async def _next_in(span: Span | None, writer: RunWriter,
+                   updates: ResponseStream[AgentResponseUpdate, Any]) -> AgentResponseUpdate | None:
+    """The next update (the model's and tools' work for it traced under the run's span), unless fenced."""
+    with _current(span):
+        return await _unless_fenced(writer, _next_or_none(updates))
 
 
 async def _next_or_none(updates: ResponseStream[AgentResponseUpdate, Any]) -> AgentResponseUpdate | None:

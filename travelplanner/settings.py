@@ -130,6 +130,14 @@ class Settings(BaseSettings):
     listen_fd: int | None = Field(None, ge=0, description="Set by the 'all' role for the web processes it starts: "
                                                           "the listening socket they share. Unset: bind HOST:PORT.")
     data_dir: str = Field(".data", description="Folder for the embedded redis-server's working files.")
+    # --- Telemetry (off unless one of these is set)
+    applicationinsights_connection_string: SecretStr | None = Field(
+        None, description="Application Insights connection string; set: traces and metrics go there through "
+                          "azure-monitor-opentelemetry, signed in with Entra ID (AZURE_CLIENT_ID's managed identity, "
+                          "else DefaultAzureCredential).")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP endpoint (http://collector:4318); set: traces and metrics are exported there "
+                          "(the OpenTelemetry SDK's own OTEL_* variables apply as well).")
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = Field(
         "INFO", description="Python logging level.")
 

@@ -26,6 +26,7 @@ from travelplanner.browser_guard import is_loopback
 from travelplanner.durable import SchedulerConnection
 from travelplanner.group import Group
 from travelplanner.settings import Settings, SettingsError
+from travelplanner.telemetry import configure as configure_telemetry
 from travelplanner.wiring import Wiring
 
 logger = logging.getLogger("travelplanner")
@@ -57,7 +58,7 @@ def main() -> int:
     except ValueError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
-    wiring = Wiring(settings, settings.redis_url)
+    wiring = Wiring(settings, settings.redis_url, configure_telemetry(settings, settings.host_role))
     serve = web.serve if settings.host_role == "web" else worker.serve
     return serve(wiring, None, scheduler)
 

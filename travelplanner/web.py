@@ -60,11 +60,15 @@ def create_app(wiring: Wiring, durable_address: str | None, scheduler: Scheduler
             await wiring.close_current_loop()
             with contextlib.suppress(Exception):
                 await client.aclose()
+            if wiring.telemetry is not None:
+                wiring.telemetry.flush()
 
     # No docs UI: no installed package ships Swagger UI's assets, and a CDN copy needs the network and
     # trusts a third party's script. The OpenAPI document is served for any tool to render.
     app = FastAPI(title="TravelPlanner streaming agent host", lifespan=lifespan,
                   docs_url=None, openapi_url="/api/openapi.json", redoc_url=None)
+    if wiring.telemetry is not None:
+        wiring.telemetry.instrument_app(app)
 
     if settings.api_key:
         app.middleware("http")(require_api_key(settings.api_key.get_secret_value()))

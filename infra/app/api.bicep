@@ -69,9 +69,13 @@ var appSettings = {
   AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
   AzureWebJobsStorage__tableServiceUri: storageTableEndpoint
 
-  // Telemetry signed with the identity (local auth is off on the component).
+  // Telemetry signed with the identity (local auth is off on the component): the host's own with the
+  // authentication string; the app's traces and metrics (travelplanner/telemetry.py, which reads the
+  // connection string) with AZURE_CLIENT_ID's managed identity.
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // The Python worker makes each invocation's spans children of the host's request (its traceparent).
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
 
   // The HTTP streams feature (FastAPI Request/StreamingResponse) needs this on
   // Python 3.12 and earlier. The 3.13+ worker (azure-functions-runtime) indexes
