@@ -14,6 +14,7 @@ from typing import Self
 import httpx
 
 from testing import ROOT
+from testing.procnet import process_tree
 
 
 def free_port() -> int:
@@ -81,10 +82,19 @@ class ServerProcess:
             return [int(pid) for pid in listing.read().split()]
 
     def kill(self) -> None:
-        """SIGKILL: the server dies mid-run, as a crashed machine would."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        """SIGKILL to every process of the host at once: it dies mid-run, as a crashed machine would.
+
+        Killing only the first process would not do that: the processes it started are told to stop
+        when it dies, and a worker stopping gracefully may finish its run within the grace.
+        """
+        if self.process is None or self.process.poll() is not None:
+            return
+        for pid in reversed(process_tree(self.process.pid)):  # the started ones first: none sees its parent go
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
 
     def __enter__(self) -> Self:
         return self.start()
