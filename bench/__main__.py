@@ -142,6 +142,7 @@ def run_runs(plan: Plan, url: str, redis_pid: int) -> dict[str, Any]:
                          f"{result['seconds']} s, POST p99 {result['post_p99_ms']:.0f} ms, first message p99 "
                          f"{result['first_p99_ms']:.0f} ms, delivery p99 {result['delivery_p99_ms']:.1f} ms, "
                          f"errors {result['errors']}, host CPU {result['host_cpu_seconds']} s")
+        runs.per_model_chunk(out[design])
     return out
 
 

@@ -36,6 +36,7 @@ class RunOutcome:
     first_message_ns: int = 0
     ended_ns: int = 0  # its terminal event arrived
     post_status: int = 0  # 0: no answer (connection refused or reset)
+    stream_status: int = 0  # the stream's HTTP status; 0: none arrived
     stream_url: str = ""
     terminal: str = ""  # done, error, cancelled; "" if the stream ended without one
     events: list[Event] = field(default_factory=list)
@@ -156,6 +157,7 @@ class RunClient(asyncio.Protocol):
         return b"".join(out)
 
     def _stream_body(self, data: bytes, now_ns: int, wall_us: int) -> None:
+        self.outcome.stream_status = self._status
         if self._status != 200:
             self._finish()
             return

@@ -113,6 +113,8 @@ async def _generate(conn: multiprocessing.connection.Connection, params: dict[st
         "ended_ns": [o.ended_ns for o in outcomes],
         "terminal": [o.terminal for o in outcomes],
         "messages": [sum(1 for e in o.events if e.kind == "message") for o in outcomes],
+        "unfinished": [f"POST {o.post_status}, stream {o.stream_status}, {len(o.events)} events" for o in outcomes
+                       if o.post_status == 202 and not o.terminal],
         "delivery_us": delivery.tobytes(),
         "lost": lost, "doubled": doubled, "garbled": garbled,
         "cpu_seconds": cpu,
@@ -147,7 +149,7 @@ def _text(events: list[Any]) -> str:
 
 # --- the host's processes, seen from outside -----------------------------------------------------
 
-def _role(pid: int, root: int) -> str:
+def role_of(pid: int, root: int) -> str:
     if pid == root:
         return "supervisor"
     try:
@@ -177,14 +179,14 @@ class TreeWatch:
     def __init__(self, root: int) -> None:
         self.root = root
         self.start = {pid: _usage(pid)[0] for pid in process_tree(root)}
-        self.names = {pid: _role(pid, root) for pid in self.start}
+        self.names = {pid: role_of(pid, root) for pid in self.start}
         self.peak_rss: dict[int, int] = {}
         self.last_cpu: dict[int, float] = dict(self.start)
 
     def sample(self) -> None:
         for pid in process_tree(self.root):
             if pid not in self.names:
-                self.names[pid] = _role(pid, self.root)
+                self.names[pid] = role_of(pid, self.root)
                 self.start.setdefault(pid, 0.0)
             cpu, rss = _usage(pid)
             if rss:
@@ -228,10 +230,16 @@ def measure(host_url: str, runs: int, host_pid: int | None, *, redis_pid: int | 
         for generator in generators:
             generator.send(("go", t0, within))
         gathered: list[dict[str, Any]] = []
-        while len(gathered) < len(generators):
-            for generator in generators:
-                if len(gathered) < len(generators) and generator.poll():
+        waiting = list(generators)
+        while waiting:
+            for generator in [g for g in waiting if g.poll()]:
+                waiting.remove(generator)
+                try:
                     gathered.append(generator.recv(1))
+                except EOFError:
+                    generator.process.join(5)
+                    raise RuntimeError(f"a load generator ended without its results (exit code "
+                                       f"{generator.process.exitcode})") from None
             if watch:
                 watch.sample()
             time.sleep(0.25)
@@ -281,6 +289,7 @@ def _summarise(runs: int, t0: float, parts: list[dict[str, Any]], watch: TreeWat
         "accepted": len(accepted),
         "completed": len(done),
         "refused_by_status": refused,
+        "unfinished_runs": joined("unfinished")[:20],  # what their clients saw
         "errors": errors,
         "error_count": sum(errors.values()),
         "lost_or_doubled": errors["lost"] + errors["doubled"],
@@ -291,7 +300,7 @@ def _summarise(runs: int, t0: float, parts: list[dict[str, Any]], watch: TreeWat
         "delivery_p50_ms": percentile(delivery, 50) / 1000,
         "delivery_p99_ms": percentile(delivery, 99) / 1000,
         "delivery_max_ms": max(delivery) / 1000 if chunks else math.nan,
-        "chunks": chunks,
+        "chunks": chunks,  # message events: chunks the writer merged into one entry are one event
         "chunks_per_run_max": max(messages, default=0),
         "chunks_per_run_min": min((messages[i] for i in done), default=0),
         "seconds": round(wall, 2),
@@ -309,3 +318,19 @@ def _summarise(runs: int, t0: float, parts: list[dict[str, Any]], watch: TreeWat
         "others_cpu_seconds": round(max(machine - host_cpu - generators_cpu - (redis_cpu if redis_cpu == redis_cpu
                                                                                  else 0.0), 0.0), 2),
     }
+
+
+def per_model_chunk(measured: dict[str, list[dict[str, Any]]]) -> None:
+    """Give each result its CPU per chunk the model yielded, not per entry written.
+
+    Every run answers the same request with the same number of chunks; a writer that falls behind merges
+    the chunks waiting for it into one entry, so under load a run has fewer events than chunks. A lone run
+    writes each chunk as its own entry: its event count is the chunk count.
+    """
+    lone = measured.get("1", [])
+    per_run = max((result["chunks_per_run_max"] for result in lone), default=0)
+    for results in measured.values():
+        for result in results:
+            model_chunks = per_run * result["completed"]
+            result["model_chunks_per_run"] = per_run
+            result["cpu_per_chunk_ms"] = result["host_cpu_seconds"] / model_chunks * 1000 if model_chunks else math.nan
