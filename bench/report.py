@@ -159,7 +159,10 @@ def _run_rows(runs: dict[str, Any]) -> list[Row]:
 
     def add(level: int, metric: str, key: str, unit: str, limit: float | None = None, digits: int = 1) -> None:
         o = value(ours, level, key)
-        target, holds = ("", None) if limit is None else (f"≤ {limit:,g}{' ' + unit if unit else ''}", o <= limit)
+        if limit is None:
+            target, holds = "", None
+        else:
+            target, holds = ("0" if limit == 0 else f"≤ {limit:,g}{' ' + unit if unit else ''}"), o <= limit
         metric = f"{metric}, {level:,} concurrent run{'s' if level > 1 else ''}"
         out.append(Row("6 runs", metric, o, value(base, level, key), unit, target, holds, digits))
 
