@@ -1,10 +1,11 @@
 """python -m bench: run every figure, ours beside the baseline, print the table, save results and chart.
 
-    python -m bench                 # the full run (about 5½ minutes on 2 cores)
-    python -m bench --quick         # the smoke version: every figure, small sizes (about a minute)
+    python -m bench                 # the full run (about 12 minutes on 2 cores, 7 of them runs end to end)
+    python -m bench --quick         # the smoke version: every figure, small sizes (about 2 minutes)
     python -m bench --repeat 5      # more repeats (figures are medians over repeats)
     python -m bench --only write,footprint
     python -m bench --only telemetry     # what tracing and metrics cost per chunk, on and off
+    python -m bench --only runs          # runs end to end through the real host, 1 to 2,000 started at once
     python -m bench --render bench/results/latest.json     # re-print the table, redraw the chart
     python -m bench --redis-url redis://127.0.0.1:6379/0   # another Redis instead of an embedded one
 """
