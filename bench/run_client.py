@@ -33,6 +33,7 @@ class RunOutcome:
 
     started_ns: int = 0  # the POST's connection was opened
     accepted_ns: int = 0  # the 202 (or any answer to the POST) arrived
+    first_event_ns: int = 0  # the first thing a reader can show: a tool status line or text
     first_message_ns: int = 0
     ended_ns: int = 0  # its terminal event arrived
     post_status: int = 0  # 0: no answer (connection refused or reset)
@@ -176,6 +177,8 @@ class RunClient(asyncio.Protocol):
     def _event(self, now_ns: int, wall_us: int) -> None:
         outcome, kind = self.outcome, self._event_kind
         outcome.events.append(Event(self._event_id, kind.decode(), b"\n".join(self._data).decode()))
+        if not outcome.first_event_ns and kind not in TERMINAL:
+            outcome.first_event_ns = now_ns
         if kind == b"message":
             if not outcome.first_message_ns:
                 outcome.first_message_ns = now_ns

@@ -109,6 +109,7 @@ async def _generate(conn: multiprocessing.connection.Connection, params: dict[st
         "post_ns": [o.accepted_ns - o.started_ns if o.accepted_ns else -1 for o in outcomes],
         "post_status": [o.post_status for o in outcomes],
         "started_ns": [o.started_ns for o in outcomes],
+        "first_event_ns": [o.first_event_ns for o in outcomes],
         "first_ns": [o.first_message_ns for o in outcomes],
         "ended_ns": [o.ended_ns for o in outcomes],
         "terminal": [o.terminal for o in outcomes],
@@ -266,6 +267,8 @@ def _summarise(runs: int, t0: float, parts: list[dict[str, Any]], watch: TreeWat
     accepted = [i for i, s in enumerate(status) if s == 202]
     done = [i for i in accepted if terminal[i] == "done"]
     first_ms = [(first[i] - started[i]) / 1e6 for i in accepted if first[i]]
+    first_event = joined("first_event_ns")
+    first_event_ms = [(first_event[i] - started[i]) / 1e6 for i in accepted if first_event[i]]
     t0_ns = int(t0 * 1e9)
     last_end = max((ended[i] for i in done), default=0)
     wall = (last_end - t0_ns) / 1e9 if last_end else math.nan
@@ -295,6 +298,8 @@ def _summarise(runs: int, t0: float, parts: list[dict[str, Any]], watch: TreeWat
         "lost_or_doubled": errors["lost"] + errors["doubled"],
         "post_p50_ms": percentile([post_ns[i] / 1e6 for i in range(len(status)) if post_ns[i] >= 0], 50),
         "post_p99_ms": percentile([post_ns[i] / 1e6 for i in range(len(status)) if post_ns[i] >= 0], 99),
+        "first_event_p50_ms": percentile(first_event_ms, 50),
+        "first_event_p99_ms": percentile(first_event_ms, 99),
         "first_p50_ms": percentile(first_ms, 50),
         "first_p99_ms": percentile(first_ms, 99),
         "delivery_p50_ms": percentile(delivery, 50) / 1000,
