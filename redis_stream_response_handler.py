@@ -304,7 +304,7 @@ class Admission:
     started (`Liveness.start_seconds`), and a stale count must not refuse runs for ever after an outage.
     """
 
-    max_queued_runs: int = 100
+    max_queued_runs: int = 1000
     max_queued_per_conversation: int = 3
     window_seconds: float = 600.0
 

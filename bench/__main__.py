@@ -1,10 +1,11 @@
 """python -m bench: run every figure, ours beside the baseline, print the table, save results and chart.
 
-    python -m bench                 # the full run (about 5½ minutes on 2 cores)
-    python -m bench --quick         # the smoke version: every figure, small sizes (about a minute)
+    python -m bench                 # the full run (about 12 minutes on 2 cores, 7 of them runs end to end)
+    python -m bench --quick         # the smoke version: every figure, small sizes (about 2 minutes)
     python -m bench --repeat 5      # more repeats (figures are medians over repeats)
     python -m bench --only write,footprint
     python -m bench --only telemetry     # what tracing and metrics cost per chunk, on and off
+    python -m bench --only runs          # runs end to end through the real host, 1 to 2,000 started at once
     python -m bench --render bench/results/latest.json     # re-print the table, redraw the chart
     python -m bench --redis-url redis://127.0.0.1:6379/0   # another Redis instead of an embedded one
 """
@@ -34,11 +35,12 @@ from bench import (
     processes,
     redis_server,
     report,
+    runs,
     telemetry_cost,
     write_path,
 )
 
-FIGURES = ("write", "footprint", "concurrency", "delivery", "telemetry")
+FIGURES = ("write", "footprint", "concurrency", "delivery", "telemetry", "runs")
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,15 @@ class Plan:
     connections: int = 5000
     footprint_chunks: int = 4000
     telemetry_runs: int = 30
+    runs_levels: tuple[int, ...] = (1, 10, 100, 200, 250, 500, 1000, 2000)
+    runs_baseline_levels: tuple[int, ...] = (1, 10, 100)  # it begins six runs at a time: 100 take a minute and a half
+    runs_once_from: int = 500  # levels this large are measured once, whatever the repeat count
+    runs_baseline_once_from: int = 100
 
 
 QUICK = Plan(quick=True, repeat=1, write_levels=(1, 10), write_seconds=0.3, delivery_levels=(1, 10),
-             delivery_seconds=1.0, first_byte_runs=1, connections=50, footprint_chunks=400, telemetry_runs=3)
+             delivery_seconds=1.0, first_byte_runs=1, connections=50, footprint_chunks=400, telemetry_runs=3,
+             runs_levels=(1, 10), runs_baseline_levels=(1,))
 
 
 def _log(message: str) -> None:
@@ -117,14 +124,46 @@ def run_concurrency(plan: Plan, url: str) -> dict[str, Any]:
     return out
 
 
-def _draw(results: dict[str, Any], path: Path) -> str | None:
+def run_runs(plan: Plan, url: str, redis_pid: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"ours": {}, "baseline": {}, "max_concurrent_runs": runs.MAX_CONCURRENT_RUNS,
+                           "baseline_commit": runs.BASELINE_COMMIT}
+    designs = (("ours", runs.ours, plan.runs_levels, plan.runs_once_from),
+               ("baseline", runs.baseline, plan.runs_baseline_levels, plan.runs_baseline_once_from))
+    for design, host_of, levels, once_from in designs:
+        with host_of(url) as host:
+            assert host.process is not None
+            runs.warm_up(host.base_url)
+            for attempt in range(plan.repeat):
+                for level in levels:
+                    if attempt and level >= once_from:
+                        continue
+                    result = runs.measure(host.base_url, level, host.process.pid, redis_pid=redis_pid)
+                    out[design].setdefault(str(level), []).append(result)
+                    _log(f"runs {design:8} {level:5} at once, run {attempt + 1}: {result['completed']:,} done in "
+                         f"{result['seconds']} s, POST p99 {result['post_p99_ms']:.0f} ms, first message p99 "
+                         f"{result['first_p99_ms']:.0f} ms, delivery p99 {result['delivery_p99_ms']:.1f} ms, "
+                         f"errors {result['errors']}, host CPU {result['host_cpu_seconds']} s")
+        runs.per_model_chunk(out[design])
+    return out
+
+
+def _draw(draw: Callable[[dict[str, Any], Path], None], results: dict[str, Any], path: Path) -> str | None:
     """The chart's path as the table names it, or None when matplotlib is not installed (the table still prints)."""
     try:
-        chart.draw(results, path)
+        draw(results, path)
     except ModuleNotFoundError as missing:
         _log(f"no chart: {missing.name} is not installed (pip install matplotlib)")
         return None
     return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+def _charts(results: dict[str, Any], growth: Path) -> list[str]:
+    drawn = []
+    if "write" in results or "delivery" in results:
+        drawn.append(_draw(chart.draw, results, growth))
+    if "runs" in results:
+        drawn.append(_draw(chart.draw_runs, results, growth.with_name("bench-runs.png")))
+    return [path for path in drawn if path]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
                         help="folder for latest.json (default bench/results)")
     parser.add_argument("--chart", type=Path,
-                        help="where to save the growth chart (default docs/bench-growth.png; quick: in --out)")
+                        help="where to save the growth chart (default docs/bench-growth.png; quick: in --out); "
+                             "the runs chart goes beside it as bench-runs.png")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL"),
                         help="a Redis on loopback to use instead of starting an embedded redis-server")
     parser.add_argument("--connections", type=int, help="idle SSE connections for figure 3 (default 5000)")
@@ -160,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.render:
         saved = json.loads(args.render.read_text())
-        print(report.summary(saved, _draw(saved, chart_path)))
+        print(report.summary(saved, _charts(saved, chart_path)))
         if "telemetry" in saved:
             print("\n" + telemetry_cost.table(saved["telemetry"]))
         return 0
@@ -185,15 +225,17 @@ def main(argv: list[str] | None = None) -> int:
         if "telemetry" in only:
             results["telemetry"] = telemetry_cost.measure(url, plan.telemetry_runs, plan.repeat)
             _log("telemetry: " + telemetry_cost.table(results["telemetry"]).splitlines()[4])
+        if "runs" in only:
+            results["runs"] = run_runs(plan, url, redis_pid)
     results["machine"]["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["duration_seconds"] = round(time.monotonic() - started, 1)
 
-    chart_shown = _draw(results, chart_path) if "write" in only or "delivery" in only else None
+    charts = _charts(results, chart_path)
     results["table"] = report.table(results)
     results["growth_table"] = report.growth_table(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(_clean(results), indent=1))
-    print(report.summary(results, chart_shown))
+    print(report.summary(results, charts))
     if "telemetry" in results:
         print("\n" + telemetry_cost.table(results["telemetry"]))
     print(f"\n(total {results['duration_seconds']} s; results in {args.out / 'latest.json'})")

@@ -1,4 +1,4 @@
-"""Figure 5 as a picture: latency and throughput against concurrent streams, ours and baseline."""
+"""Figures 5 and 6 as pictures: growth against concurrent streams, and runs end to end."""
 
 from __future__ import annotations
 
@@ -57,6 +57,50 @@ def draw(results: dict[str, Any], path: Path) -> None:
     machine = results.get("machine", {})
     fig.suptitle(f"TravelPlanner streaming vs baseline — {machine.get('cores', '?')} cores, "
                  f"Redis {machine.get('redis', '?').split()[0]}, Python {machine.get('python', '?')}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def draw_runs(results: dict[str, Any], path: Path) -> None:
+    """Figure 6 as a picture: first message, delivery and runs completed against runs started at once."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = results.get("runs", {})
+    fig, (first, delivery, done) = plt.subplots(1, 3, figsize=(15, 5))
+    for axis, keys, title, ylabel in (
+            (first, ("first_p50_ms", "first_p99_ms"), "Time to first message", "POST → first message (ms)"),
+            (delivery, ("delivery_p50_ms", "delivery_p99_ms"), "Delivery", "in Redis → SSE client (ms)")):
+        for design, colour in (("ours", OURS), ("baseline", BASELINE)):
+            measured = runs.get(design, {})
+            levels = sorted(int(level) for level in measured)
+            for key, style in zip(keys, ("-o", "--s"), strict=True):
+                axis.plot(levels, [med(measured[str(level)], key) for level in levels], style, color=colour,
+                          label=f"{design} {key.split('_')[1]}")
+        axis.set(xscale="log", yscale="log", xlabel="runs started at once", ylabel=ylabel, title=title)
+        axis.grid(True, which="both", alpha=0.25)
+    for axis, limit, text in ((first, 250, "target p99 at 200 runs: 250 ms"), (first, 2000, "target p99 at 1,000: 2 s"),
+                              (delivery, 50, "target p99 at 200 runs: 50 ms")):
+        axis.axhline(limit, color="grey", linewidth=0.8, linestyle=":")
+        axis.text(1, limit, f" {text}", va="bottom", fontsize=8, color="grey")
+    for design, colour in (("ours", OURS), ("baseline", BASELINE)):
+        measured = runs.get(design, {})
+        levels = sorted(int(level) for level in measured)
+        done.plot(levels, [med(measured[str(level)], "runs_per_s") for level in levels], "-o", color=colour,
+                  label=f"{design}: runs completed /s")
+    done.set(xscale="log", yscale="log", xlabel="runs started at once", ylabel="runs completed per second",
+             title="Throughput (offline model, 40 chunks/s)")
+    done.grid(True, which="both", alpha=0.25)
+    for axis in (first, delivery, done):
+        axis.legend(fontsize=8)
+    machine = results.get("machine", {})
+    fig.suptitle(f"TravelPlanner runs end to end, ours vs the host before the scale work "
+                 f"({runs.get('baseline_commit')}) — {machine.get('cores', '?')} cores, "
+                 f"Python {machine.get('python', '?')}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

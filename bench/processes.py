@@ -138,6 +138,10 @@ class Worker:
     def send(self, message: Any) -> None:
         self._conn.send(message)
 
+    def poll(self) -> bool:
+        """Whether a message is waiting."""
+        return self._conn.poll(0)
+
     def recv(self, timeout: float) -> Any:
         if not self._conn.poll(timeout):
             raise TimeoutError(f"worker {self.process.pid} said nothing for {timeout:.0f} s")

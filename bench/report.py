@@ -140,6 +140,55 @@ def rows(results: dict[str, Any]) -> list[Row]:
         keys = sum(foot[k]["keys_without_ttl"] for k in foot if k.startswith("ours"))
         out.append(Row("4 footprint", "keys without TTL after the runs", keys, base["keys_without_ttl"], "", "0",
                        keys == 0, 0))
+    out += _run_rows(results.get("runs", {}))
+    return out
+
+
+def _run_rows(runs: dict[str, Any]) -> list[Row]:
+    """Figure 6: the targets at 200 and 1,000 concurrent runs, and ours beside the baseline where both ran."""
+    ours, base = runs.get("ours", {}), runs.get("baseline", {})
+    if not ours:
+        return []
+    levels = sorted(int(level) for level in ours)
+    common = sorted(set(levels) & {int(level) for level in base})
+    mid, top = (200 if 200 in levels else levels[-1]), (1000 if 1000 in levels else levels[-1])
+    out: list[Row] = []
+
+    def value(design: dict[str, Any], level: int, key: str) -> float:
+        return med(design.get(str(level), []), key)
+
+    def add(level: int, metric: str, key: str, unit: str, limit: float | None = None, digits: int = 1) -> None:
+        o = value(ours, level, key)
+        if limit is None:
+            target, holds = "", None
+        else:
+            target, holds = ("0" if limit == 0 else f"≤ {limit:,g}{' ' + unit if unit else ''}"), o <= limit
+        metric = f"{metric}, {level:,} concurrent run{'s' if level > 1 else ''}"
+        out.append(Row("6 runs", metric, o, value(base, level, key), unit, target, holds, digits))
+
+    if common:
+        both = common[-1]
+        add(both, "time to first event (POST → first tool status or text) p99", "first_event_p99_ms", "ms", digits=0)
+        add(both, "time to first message (POST → first message) p99", "first_p99_ms", "ms", digits=0)
+        add(both, "runs completed /s", "runs_per_s", "/s", digits=2)
+        add(both, "service CPU per chunk end to end", "cpu_per_chunk_ms", "ms", digits=3)
+    add(mid, "POST latency p99", "post_p99_ms", "ms", 100)
+    add(mid, "time to first event (POST → first tool status or text) p99", "first_event_p99_ms", "ms", digits=0)
+    add(mid, "time to first message (POST → first message) p99", "first_p99_ms", "ms", 250, 0)
+    add(mid, "delivery (in Redis → SSE client) p99", "delivery_p99_ms", "ms", 50)
+    add(mid, "errors (refused, error events, unfinished, lost, doubled)", "error_count", "", 0, 0)
+    add(mid, "service CPU per chunk end to end", "cpu_per_chunk_ms", "ms", 0.2, 3)
+    add(mid, "service CPU per run end to end", "cpu_per_run_ms", "ms", digits=0)
+    add(top, "errors (refused, error events, unfinished, lost, doubled)", "error_count", "", 0, 0)
+    add(top, "lost or doubled chunks", "lost_or_doubled", "", 0, 0)
+    add(top, "time to first message (POST → first message) p99", "first_p99_ms", "ms", 2000, 0)
+    add(top, "runs completed /s", "runs_per_s", "/s", digits=1)
+    judged = [level for level in levels if level <= runs.get("max_concurrent_runs", 256)]
+    waited = sum(value(ours, level, "waited") for level in judged)
+    out.append(Row("6 runs", f"runs whose first message came after another run had ended, at "
+                             f"{', '.join(f'{level:,}' for level in judged)} runs",
+                   waited, sum(value(base, level, "waited") for level in judged if str(level) in base) if base
+                   else math.nan, "", "0", waited == 0, 0))
     return out
 
 
@@ -182,6 +231,45 @@ def growth_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def runs_table(runs: dict[str, Any]) -> str:
+    """Figure 6 per level: medians over repeats, ours and the baseline on rows of their own."""
+    lines = ["| Runs | Host | POST p50 / p99 (ms) | First event p50 / p99 (ms) | First message p50 / p99 (ms) "
+             "| Delivery p50 / p99 (ms) | Runs /s | Errors | Waited | Host CPU (s) | CPU per chunk / run (ms) "
+             "| Repeats |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    levels = sorted({int(level) for design in ("ours", "baseline") for level in runs.get(design, {})})
+    for level in levels:
+        for design in ("ours", "baseline"):
+            done = runs.get(design, {}).get(str(level), [])
+            if not done:
+                continue
+
+            def pair(a: str, b: str, digits: int = 1, done: list[dict[str, Any]] = done) -> str:
+                return f"{_fmt(med(done, a), digits)} / {_fmt(med(done, b), digits)}"
+
+            lines.append(f"| {level:,} | {design} | {pair('post_p50_ms', 'post_p99_ms')} "
+                         f"| {pair('first_event_p50_ms', 'first_event_p99_ms', 0)} "
+                         f"| {pair('first_p50_ms', 'first_p99_ms', 0)} | {pair('delivery_p50_ms', 'delivery_p99_ms')} "
+                         f"| {_fmt(med(done, 'runs_per_s'), 2)} | {_fmt(med(done, 'error_count'), 0)} "
+                         f"| {_fmt(med(done, 'waited'), 0)} | {_fmt(med(done, 'host_cpu_seconds'), 1)} "
+                         f"| {pair('cpu_per_chunk_ms', 'cpu_per_run_ms', 3)} | {len(done)} |")
+    return "\n".join(lines)
+
+
+def process_table(runs: dict[str, Any]) -> str:
+    """CPU seconds and peak RSS of each of the host's processes, per level (the first repeat)."""
+    lines = ["| Runs | Host | CPU seconds (peak RSS MiB) per process | Load generators CPU (s) | Redis CPU (s) "
+             "| Other load (core·s) |", "|---:|---|---|---:|---:|---:|"]
+    for design in ("ours", "baseline"):
+        for level, done in sorted(runs.get(design, {}).items(), key=lambda item: int(item[0])):
+            first = done[0]
+            shown = ", ".join(f"{name} {p['cpu_seconds']:.1f} ({p['peak_rss_mib']:.0f})"
+                              for name, p in first["processes"].items())
+            lines.append(f"| {int(level):,} | {design} | {shown} | {first['generators_cpu_seconds']:.1f} "
+                         f"| {_fmt(first['redis_cpu_seconds'], 1)} | {_fmt(first['others_cpu_seconds'], 1)} |")
+    return "\n".join(lines)
+
+
 def _others(runs: list[dict[str, Any]]) -> str:
     """CPU the rest of the (shared) machine used during each repeat: a sign of how noisy it was."""
     return ", ".join(f"{run['cpu_seconds'].get('others', math.nan):.1f}" for run in runs) or "—"
@@ -191,12 +279,16 @@ def machine_table(machine: dict[str, str]) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in machine.items())])
 
 
-def summary(results: dict[str, Any], chart: str | None) -> str:
+def summary(results: dict[str, Any], charts: list[str]) -> str:
     repeats = results["plan"]["repeat"]
     parts = ["## Machine", machine_table(results["machine"]), "",
-             f"## Figures 1–4 (1–2: medians over {repeats} repeat{'s' if repeats > 1 else ''}; 3–4: measured once)",
-             table(results), "",
-             "## Figure 5, growth", growth_table(results)]
-    if chart:
-        parts += ["", f"Chart: {chart}"]
+             f"## Figures 1–4 and 6 (1, 2 and 6: medians over {repeats} repeat{'s' if repeats > 1 else ''}; "
+             "3–4: measured once)",
+             table(results)]
+    if "write" in results or "delivery" in results:
+        parts += ["", "## Figure 5, growth", growth_table(results)]
+    if "runs" in results:
+        parts += ["", "## Figure 6, runs end to end", runs_table(results["runs"]), "",
+                  "### The host's processes", process_table(results["runs"])]
+    parts += [f"\nChart: {chart}" for chart in charts]
     return "\n".join(parts)

@@ -31,6 +31,14 @@ EVERY_METRIC = (
     "Redis memory per 400-chunk run, one entry per chunk",
     "Redis memory per 400-chunk run, full speed",
     "keys without TTL after the runs",
+    # 6 runs end to end
+    "time to first message (POST → first message) p99, 1 concurrent run",
+    "POST latency p99, 10 concurrent runs",
+    "delivery (in Redis → SSE client) p99, 10 concurrent runs",
+    "errors (refused, error events, unfinished, lost, doubled), 10 concurrent runs",
+    "lost or doubled chunks, 10 concurrent runs",
+    "service CPU per chunk end to end, 10 concurrent runs",
+    "runs whose first message came after another run had ended",
 )
 
 
@@ -40,9 +48,10 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stderr[-3000:]
     table = done.stdout
-    for heading in ("## Machine", "## Figures 1–4", "## Figure 5, growth"):
+    for heading in ("## Machine", "## Figures 1–4", "## Figure 5, growth", "## Figure 6, runs end to end",
+                    "### The host's processes"):
         assert heading in table
-    for figure in ("| 1 write |", "| 2 delivery |", "| 3 idle |", "| 4 footprint |"):
+    for figure in ("| 1 write |", "| 2 delivery |", "| 3 idle |", "| 4 footprint |", "| 6 runs |"):
         assert figure in table, f"figure {figure} missing from:\n{table}"
     for metric in EVERY_METRIC:
         assert metric in table, f"{metric!r} missing from:\n{table}"
@@ -50,10 +59,21 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     for machine_fact in ("| cores |", "| memory |", "| redis |", "| python |"):
         assert machine_fact in table
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert {"write", "delivery", "first_byte", "concurrency", "footprint", "telemetry", "machine"} <= results.keys()
-    if importlib.util.find_spec("matplotlib"):  # the chart needs it; the table does not
+    assert {"write", "delivery", "first_byte", "concurrency", "footprint", "telemetry", "runs",
+            "machine"} <= results.keys()
+    if importlib.util.find_spec("matplotlib"):  # the charts need it; the table does not
         assert (tmp_path / "bench-growth.png").stat().st_size > 0
+        assert (tmp_path / "bench-runs.png").stat().st_size > 0
     # Every stream delivered every chunk: the figures measure complete runs, not partial ones.
     for design in ("ours", "baseline"):
         for runs in results["delivery"][design].values():
             assert all(run["lost"] == 0 for run in runs), runs
+    # Every run of figure 6 was accepted, streamed and ended with `done`, its live read equal to a re-read,
+    # on our host (its web and worker processes each used CPU) and on the baseline's.
+    for design in ("ours", "baseline"):
+        for level, runs in results["runs"][design].items():
+            for run in runs:
+                assert run["completed"] == run["runs"] == int(level) and run["error_count"] == 0, run["errors"]
+                assert run["chunks"] >= run["runs"] * run["chunks_per_run_min"] > 0, run
+    processes = results["runs"]["ours"]["10"][0]["processes"]
+    assert {"supervisor", "web 1", "worker 1"} <= processes.keys(), processes

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     stream_retry_ms: int = Field(1000, ge=0, description="The SSE 'retry:' reconnection delay suggested to "
                                                          "clients.")
     # --- Admission: runs accepted but not yet begun by a worker
-    max_queued_runs: int = Field(100, ge=0, description="Accepted runs that may wait for a worker to begin them, "
+    max_queued_runs: int = Field(1000, ge=0, description="Accepted runs that may wait for a worker to begin them, "
                                                         "across all web processes; more are answered 503 with "
                                                         "Retry-After (0: no limit).")
     max_queued_turns_per_conversation: int = Field(3, ge=0, description="Turns of one conversation that may wait "
