@@ -16,6 +16,8 @@ import time
 from array import array
 from dataclasses import dataclass, field
 
+from bench.sse_client import ChunkedBody
+
 AGENT = "TravelPlanner"
 TERMINAL = (b"done", b"error", b"cancelled")
 
@@ -58,8 +60,7 @@ class RunClient(asyncio.Protocol):
         self._status = 0
         self._length = -1
         self._chunked = False
-        self._remaining = 0
-        self._raw = bytearray()
+        self._body_chunks = ChunkedBody()
         self._line = b""
         self._event_id = ""
         self._event_kind = b""
@@ -93,7 +94,9 @@ class RunClient(asyncio.Protocol):
         if self._posting:
             self._post_body(data, now_ns)
         else:
-            self._stream_body(self._dechunk(data) if self._chunked else data, now_ns, wall_us)
+            self._stream_body(self._body_chunks.feed(data) if self._chunked else data, now_ns, wall_us)
+            if self._body_chunks.ended:
+                self._finish()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish()
@@ -132,30 +135,6 @@ class RunClient(asyncio.Protocol):
                              % (self._stream_url.encode(), self._host.encode()))
 
     # --- the stream ----------------------------------------------------------------------------
-
-    def _dechunk(self, data: bytes) -> bytes:
-        self._raw += data
-        out: list[bytes] = []
-        while True:
-            if self._remaining == 0:
-                end = self._raw.find(b"\r\n")
-                if end < 0:
-                    break
-                line = bytes(self._raw[:end])
-                del self._raw[:end + 2]
-                if not line:
-                    continue  # the CRLF after a chunk's data
-                self._remaining = int(line.split(b";")[0], 16)
-                if self._remaining == 0:
-                    self._finish()
-                    break
-            take = min(self._remaining, len(self._raw))
-            if not take:
-                break
-            out.append(bytes(self._raw[:take]))
-            del self._raw[:take]
-            self._remaining -= take
-        return b"".join(out)
 
     def _stream_body(self, data: bytes, now_ns: int, wall_us: int) -> None:
         self.outcome.stream_status = self._status

@@ -27,6 +27,38 @@ def markers_in(data: bytes) -> Iterable[int]:
             yield int(digits)
 
 
+class ChunkedBody:
+    """An HTTP/1.1 chunked body decoded as its bytes arrive: `feed` returns the payload so far."""
+
+    def __init__(self) -> None:
+        self._raw = bytearray()
+        self._remaining = 0  # bytes of the current chunk still to come
+        self.ended = False  # the last (empty) chunk has arrived
+
+    def feed(self, data: bytes) -> bytes:
+        self._raw += data
+        out: list[bytes] = []
+        while not self.ended:
+            if self._remaining == 0:
+                end = self._raw.find(b"\r\n")
+                if end < 0:
+                    break
+                line = bytes(self._raw[:end])
+                del self._raw[:end + 2]
+                if not line:
+                    continue  # the CRLF that closes a chunk's data
+                self._remaining = int(line.split(b";")[0], 16)
+                self.ended = self._remaining == 0
+                continue
+            take = min(self._remaining, len(self._raw))
+            if not take:
+                break
+            out.append(bytes(self._raw[:take]))
+            del self._raw[:take]
+            self._remaining -= take
+        return b"".join(out)
+
+
 class StreamClient(asyncio.Protocol):
     def __init__(self, path: str, host: str, port: int, latencies_us: array, *, sse: bool = True) -> None:
         self._request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -37,8 +69,7 @@ class StreamClient(asyncio.Protocol):
         self._headers_done = False
         self._chunked = False
         self._length: int | None = None
-        self._raw = bytearray()
-        self._remaining = 0
+        self._body_chunks = ChunkedBody()
         self._line = b""
         self._body = bytearray()
         self.transport: asyncio.Transport | None = None
@@ -72,9 +103,11 @@ class StreamClient(asyncio.Protocol):
             self._head.clear()
             self._headers_done = True
         if self._chunked:
-            data = self._dechunk(data)
+            data = self._body_chunks.feed(data)
         if data:
             self._payload(data, now)
+        if self._body_chunks.ended:
+            self._resolve(self.done)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._resolve(self.ready)
@@ -97,31 +130,6 @@ class StreamClient(asyncio.Protocol):
                 self._length = int(value.strip())
         if self.status != 200:
             self._resolve(self.ready)
-
-    def _dechunk(self, data: bytes) -> bytes:
-        self._raw += data
-        out: list[bytes] = []
-        while True:
-            if self._remaining == 0:
-                end = self._raw.find(b"\r\n")
-                if end < 0:
-                    break
-                line = bytes(self._raw[:end])
-                del self._raw[:end + 2]
-                if not line:
-                    continue  # the CRLF that closes a chunk's data
-                size = int(line.split(b";")[0], 16)
-                if size == 0:
-                    self._resolve(self.done)
-                    break
-                self._remaining = size
-            take = min(self._remaining, len(self._raw))
-            if not take:
-                break
-            out.append(bytes(self._raw[:take]))
-            del self._raw[:take]
-            self._remaining -= take
-        return b"".join(out)
 
     def _payload(self, data: bytes, now: int) -> None:
         if not self._sse:
