@@ -161,6 +161,7 @@ def test_shutdown_ends_running_and_queued_runs_with_errors_that_say_so(redis_url
     finally:
         host.kill()
     assert code == 0 and took < 15, (code, took)
+    assert "Error in work item stream" not in host.log(), "a stop the worker asked for was logged as an error"
     assert asyncio.run(terminal_of(redis_url, running)) == ("e", INTERRUPTED)
     assert asyncio.run(terminal_of(redis_url, queued)) == ("e", NEVER_STARTED)
 

@@ -62,6 +62,7 @@ def serve(wiring: Wiring, durable_address: str | None, scheduler: SchedulerConne
     worker.start()
     logger.info("worker process %d: executes up to %d runs at once", os.getpid(), settings.max_concurrent_runs)
     stop.wait()
+    _quiet_own_cancel()
     # durabletask's stop() waits for every work item it holds, however long; it runs aside while we wait
     # only as long as the grace period allows.
     threading.Thread(target=worker.stop, name="durable-worker-stop", daemon=True).start()
@@ -74,6 +75,13 @@ def serve(wiring: Wiring, durable_address: str | None, scheduler: SchedulerConne
     logging.shutdown()
     # Pool threads blocked in a run would keep a normal interpreter exit waiting for them.
     os._exit(0)
+
+
+def _quiet_own_cancel() -> None:
+    """Once stopping, durabletask logs the work item stream its own stop() cancels as a warning: that is no error,
+    and every Ctrl-C would end on it."""
+    logging.getLogger("durabletask.worker").addFilter(
+        lambda record: "Locally cancelled by application" not in record.getMessage())
 
 
 class _StopSignal:
