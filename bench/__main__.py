@@ -130,6 +130,10 @@ def run_runs(plan: Plan, url: str, redis_pid: int) -> dict[str, Any]:
     designs = (("ours", runs.ours, plan.runs_levels, plan.runs_once_from),
                ("baseline", runs.baseline, plan.runs_baseline_levels, plan.runs_baseline_once_from))
     for design, host_of, levels, once_from in designs:
+        if design == "baseline" and not runs.baseline_available():
+            _log(f"runs: no baseline: commit {runs.BASELINE_COMMIT} is not in this clone (a shallow clone? "
+                 "`git fetch --unshallow` brings it)")
+            continue
         with host_of(url) as host:
             assert host.process is not None
             runs.warm_up(host.base_url)

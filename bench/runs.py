@@ -60,6 +60,12 @@ def ours(redis_url: str) -> Iterator[StandaloneHost]:
         yield host
 
 
+def baseline_available() -> bool:
+    """Whether this checkout holds BASELINE_COMMIT (a shallow clone does not)."""
+    return subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{BASELINE_COMMIT}^{{commit}}"],
+                          capture_output=True).returncode == 0
+
+
 @contextmanager
 def baseline(redis_url: str) -> Iterator[ServerProcess]:
     """`python -m travelplanner` as of BASELINE_COMMIT, from a temporary checkout, same Redis, same settings."""
