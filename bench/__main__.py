@@ -56,7 +56,7 @@ class Plan:
     footprint_chunks: int = 4000
     telemetry_runs: int = 30
     runs_levels: tuple[int, ...] = (1, 10, 100, 200, 250, 500, 1000, 2000)
-    runs_baseline_levels: tuple[int, ...] = (1, 10, 100)  # it begins six runs at a time: 100 take a minute and a half
+    runs_baseline_levels: tuple[int, ...] = (1, 10, 100)  # it begins six runs at a time: 100 take about 2 minutes
     runs_once_from: int = 500  # levels this large are measured once, whatever the repeat count
     runs_baseline_once_from: int = 100
 
