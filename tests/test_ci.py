@@ -1,10 +1,12 @@
-"""`.ci/run` installs each missing system tool on its own, and what it would install here installs.
+"""`.ci/run` installs each missing tool on its own, and what it would install here installs.
 
 A new CI machine has Node.js from NodeSource (with its own npm) and no Chromium. Asking apt for
 Chromium, Node.js and npm together there fails ("nodejs : Conflicts: npm"), and a machine that happens
-to have Chromium never runs the apt line at all, so the mistake hides. These tests read the install
+to have Chromium never runs the apt line at all, so the mistake hides. These tests read the apt
 blocks of `.ci/run`, work out what it would ask apt for on this machine, also with each tool hidden
-that this machine got from those very Debian packages, and dry-run it (`apt-get install -s`).
+that this machine got from those very Debian packages, and dry-run it (`apt-get install -s`). Node.js
+never comes from apt (Debian's npm conflicts with NodeSource's nodejs, Debian's nodejs has no npm):
+its block is run for real, on a PATH without node, and must leave a working node and npm.
 """
 
 from __future__ import annotations
@@ -49,13 +51,11 @@ def installs() -> list[Install]:
 def test_every_apt_line_installs_one_missing_tool() -> None:
     text = script()
     found = installs()
-    assert {i.tool for i in found} == {"chromium", "node"}
+    assert {i.tool for i in found} == {"chromium"}
     assert len(APT_INSTALL.findall(text)) == len(found), "an apt-get install outside an `if ! command -v` block"
-    assert text.count("apt-get update") == 1, "apt-get update once, when needed"
-    owners = [p for i in found for p in i.packages]
-    assert len(owners) == len(set(owners)), "a package is asked for by two tools"
-    npm_owners = [i.tool for i in found if "npm" in i.packages]
-    assert npm_owners == ["node"], "npm only where node itself is missing (NodeSource's nodejs ships npm)"
+    assert text.count("apt-get update") == len(found), "apt-get update once, only when something is installed"
+    asked = {p for i in found for p in i.packages}
+    assert not asked & {"nodejs", "npm"}, "Node.js from apt: Debian's npm conflicts with NodeSource's nodejs"
 
 
 def test_the_test_command_is_readmes() -> None:
@@ -112,17 +112,37 @@ def test_the_plan_follows_what_is_missing(tmp_path: Path) -> None:
     assert bash
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for command in ("node", "npm", "make", "dirname"):
-        if shutil.which(command):
-            (bin_dir / command).symlink_to(shutil.which(command))  # type: ignore[arg-type]
-    # Only the blocks run, with apt-get and npm replaced by recorders: nothing is installed.
-    blocks = script().split("if [ ! -x node_modules")[0]
+    # Only the apt blocks run, with apt-get replaced by a recorder: nothing is installed.
+    blocks = script().split("if ! command -v node")[0]
     blocks = blocks.replace("apt-get ", "record apt-get ").replace('cd "$(dirname "$0")/.."', "")
     blocks = 'record() { echo "$*" >&2; }\n' + blocks
     result = subprocess.run([bash, "-c", blocks], env={"PATH": str(bin_dir)}, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     commands = [line for line in result.stderr.splitlines() if line.startswith("apt-get")]
-    expected = ["apt-get update -qq", "apt-get install -y -qq chromium"]
-    if not shutil.which("node"):
-        expected.append("apt-get install -y -qq nodejs npm")
-    assert commands == expected
+    assert commands == ["apt-get update -qq", "apt-get install -y -qq chromium"]
+
+
+NODE_BLOCK = re.compile(r"^if ! command -v node >/dev/null \|\| ! command -v npm >/dev/null; then\n(.*?)^fi$",
+                        re.MULTILINE | re.DOTALL)
+
+
+def test_without_node_ci_gets_a_working_node_and_npm(tmp_path: Path) -> None:
+    """The Node.js block, run for real where neither node nor npm is on PATH, leaves both working."""
+    bash = shutil.which("bash")
+    assert bash
+    # The interpreter `python3` runs, not a launcher script (pyenv's shims need more than this PATH).
+    python3 = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    bin_dir = tmp_path / "bin"  # python3 and what the block runs, but no node or npm
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(python3)
+    for command in ("mkdir", "ln"):
+        (bin_dir / command).symlink_to(shutil.which(command))  # type: ignore[arg-type]
+    (block,) = NODE_BLOCK.findall(script())
+    probe = block + '\nnode --version && npm --version && command -v node\n'
+    result = subprocess.run([bash, "-euo", "pipefail", "-c", probe], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "PATH": str(bin_dir)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    node_version, npm_version, node_path = result.stdout.split()
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", node_version) and re.fullmatch(r"\d+\.\d+\.\d+", npm_version)
+    assert node_path == str(tmp_path / ".cache" / "node" / "path" / "node")
