@@ -13,6 +13,7 @@ from typing import Any
 
 from testing import ROOT
 from testing.hosts import ServerProcess, StandaloneHost, free_port  # the host as users run it
+from testing.procnet import process_tree
 
 LOG_DIR = Path(os.environ.get("TMPDIR", "/tmp"))
 
@@ -51,19 +52,6 @@ def rss_bytes(pid: int) -> int:
         except (OSError, StopIteration):
             continue
     return total
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every process it started, and theirs (a host of the `all` role is a group of processes)."""
-    tree, index = [pid], 0
-    while index < len(tree):
-        try:
-            with open(f"/proc/{tree[index]}/task/{tree[index]}/children") as children:
-                tree += [int(child) for child in children.read().split()]
-        except OSError:
-            pass
-        index += 1
-    return tree
 
 
 def cpu_seconds(pid: int) -> float:

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from bench import processes, redis_server, runs
+from testing.procnet import process_tree
 
 
 def top_frames(collapsed: Path, limit: int) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     with redis_server.bench_redis(None) as url, runs.ours(url) as host:
         assert host.process is not None
         runs.warm_up(host.base_url)
-        members = {pid: runs.role_of(pid, host.process.pid) for pid in processes.process_tree(host.process.pid)}
+        members = {pid: runs.role_of(pid, host.process.pid) for pid in process_tree(host.process.pid)}
         targets = {pid: role for pid, role in members.items() if role in ("web", "worker")}
         recorded: dict[int, subprocess.CompletedProcess[str]] = {}
 

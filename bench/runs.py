@@ -34,9 +34,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import ROOT
-from bench.processes import LOG_DIR, Worker, cpu_seconds, machine_busy_seconds, our_host, process_tree
+from bench.processes import LOG_DIR, Worker, cpu_seconds, machine_busy_seconds, our_host
 from bench.stats import percentile
 from testing.hosts import ServerProcess, StandaloneHost, free_port
+from testing.procnet import process_tree
 
 BASELINE_COMMIT = "b29764a"
 MESSAGE = "Plan a 3-day trip to Lisbon"

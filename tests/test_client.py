@@ -290,20 +290,7 @@ def test_api_key(redis_url: str) -> None:
 
 def test_terminal_gets_rendered_markdown(host: StandaloneHost) -> None:
     """On a terminal the answer is markdown rendered by rich: headings without their `#`."""
-    controller, terminal = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_NAMES}
-    process = subprocess.Popen([sys.executable, str(ROOT / "client.py"), "--url", host.base_url, MESSAGE],
-                               stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                               env={**env, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"})
-    os.close(terminal)
-    screen = bytearray()
-    reader = threading.Thread(target=_drain, args=(controller, screen), daemon=True)
-    reader.start()
-    _, stderr = process.communicate(timeout=30)
-    reader.join(5)
-    os.close(controller)
-
-    assert process.returncode == 0, stderr.decode()
+    screen = run_on_terminal(host)
     text = screen.decode(errors="replace")
     assert "3-day itinerary for Tokyo" in text
     assert "# 3-day itinerary" not in text and "## At a glance" not in text
@@ -311,20 +298,7 @@ def test_terminal_gets_rendered_markdown(host: StandaloneHost) -> None:
 
 
 def test_terminal_shows_what_the_run_is_doing_until_its_text_replaces_it(host: StandaloneHost) -> None:
-    controller, terminal = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_NAMES}
-    process = subprocess.Popen([sys.executable, str(ROOT / "client.py"), "--url", host.base_url, MESSAGE],
-                               stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                               env={**env, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"})
-    os.close(terminal)
-    screen = bytearray()
-    reader = threading.Thread(target=_drain, args=(controller, screen), daemon=True)
-    reader.start()
-    _, stderr = process.communicate(timeout=30)
-    reader.join(5)
-    os.close(controller)
-
-    assert process.returncode == 0, stderr.decode()
+    screen = run_on_terminal(host)
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
     assert re.search(r"Checking the weather in Tokyo on \w{3} \d{1,2} \w{3}…", text), text[:2000]
     assert "Looking up events in Tokyo" in text
@@ -358,6 +332,24 @@ async def test_plain_output_skips_tool_activity_and_unknown_events(host: Standal
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == served == b"Day 1.\n"
     assert b"used 7 tokens (5 in, 2 out)" in result.stderr
+
+
+def run_on_terminal(host: StandaloneHost) -> bytes:
+    """`client.py MESSAGE` with its stdout on a pseudo-terminal: what the terminal showed (it must exit 0)."""
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_NAMES}
+    process = subprocess.Popen([sys.executable, str(ROOT / "client.py"), "--url", host.base_url, MESSAGE],
+                               stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               env={**env, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"})
+    os.close(terminal)
+    screen = bytearray()
+    reader = threading.Thread(target=_drain, args=(controller, screen), daemon=True)
+    reader.start()
+    _, stderr = process.communicate(timeout=30)
+    reader.join(5)
+    os.close(controller)
+    assert process.returncode == 0, stderr.decode()
+    return bytes(screen)
 
 
 def _drain(fd: int, into: bytearray) -> None:
