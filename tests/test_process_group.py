@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from redis_stream_response_handler import Retention, RunLog, stream_key
+from redis_stream_response_handler import QUEUE_KEY, Retention, RunLog, stream_key
 from streaming.redis_clients import connect
 from testing.hosts import StandaloneHost
 from testing.sse import ReceivedEvent, get_stream, reassemble
@@ -164,6 +164,16 @@ def test_shutdown_ends_running_and_queued_runs_with_errors_that_say_so(redis_url
     assert "Error in work item stream" not in host.log(), "a stop the worker asked for was logged as an error"
     assert asyncio.run(terminal_of(redis_url, running)) == ("e", INTERRUPTED)
     assert asyncio.run(terminal_of(redis_url, queued)) == ("e", NEVER_STARTED)
+    assert queued["correlation_id"] not in asyncio.run(still_waiting(redis_url)), "ended, yet counted as waiting"
+
+
+async def still_waiting(redis_url: str) -> set[str]:
+    """The runs counted as waiting for a worker (what MAX_QUEUED_RUNS caps)."""
+    redis = connect(redis_url)
+    try:
+        return set(await redis.zrange(QUEUE_KEY, 0, -1))
+    finally:
+        await redis.aclose()
 
 
 async def terminal_of(redis_url: str, run: dict[str, str]) -> tuple[str, str] | None:

@@ -234,7 +234,7 @@ class Group:
         try:
             for conversation_id, correlation_id in outstanding:
                 with contextlib.suppress(Exception):
-                    await log.append(conversation_id, correlation_id, "*", [("error", NEVER_STARTED)])
+                    await log.end_unstarted(conversation_id, correlation_id, NEVER_STARTED)
         finally:
             await log.redis.aclose()
         logger.warning("ended %d runs that no worker had finished", len(outstanding))
