@@ -366,6 +366,12 @@ def test_cancel_ends_the_run_with_one_cancelled_event(client: httpx.Client, redi
     assert client.post(f"/api/agent/stream/nobody-{uuid.uuid4().hex}/cancel").status_code == 404
 
 
+def test_cancel_with_an_invalid_id_is_400(client: httpx.Client) -> None:
+    for path in ("/api/agent/stream/short/cancel", f"/api/agent/stream/{uuid.uuid4().hex}/cancel?run=no%20such"):
+        response = client.post(path)
+        assert response.status_code == 400 and response.json()["error"], path
+
+
 def test_health_names_the_agents_redis_and_the_model(client: httpx.Client) -> None:
     response = client.get("/api/health")
     assert response.status_code == 200

@@ -96,8 +96,8 @@ class Settings(BaseSettings):
     port: int = Field(7071, ge=0, le=65535, description="Port the standalone host binds.")
     host_role: Literal["all", "web", "worker"] = Field(
         "all", description="'all', 'web' (HTTP only) or 'worker' (agent execution only).")
-    api_key: SecretStr | None = Field(None, description="When set, every route but health needs it (Bearer token "
-                                                        "or x-api-key).")
+    api_key: SecretStr | None = Field(None, description="When set, every route but health and the page needs it "
+                                                        "(Bearer token, x-api-key or ?code=).")
     allow_public_bind: bool = Field(False, description="Allow a non-loopback HOST without API_KEY.")
     http_header_timeout_seconds: float = Field(10, gt=0, description="A request's headers must arrive within this "
                                                                      "long of its first byte (or of connecting): "
