@@ -39,7 +39,7 @@ def sse_frame(item: ReadItem) -> bytes:
         return ServerSentEvent(_SSE_DATA.get(item.kind, item.text), event=item.kind, id=item.id, sep="\n").encode()
     if isinstance(item, Heartbeat):
         return _HEARTBEAT
-    return ServerSentEvent(comment=f"closing: {item.reason}", sep="\n").encode()
+    return ServerSentEvent(comment=f"closing: {item.reason}; resume from the last event id", sep="\n").encode()
 
 
 def plain_text_frame(item: ReadItem) -> bytes:
@@ -48,8 +48,7 @@ def plain_text_frame(item: ReadItem) -> bytes:
     if isinstance(item, Closing):
         # Plain text has no comments: a response that ends before the run does says so in a line of its own,
         # or a reader could not tell a cut answer from a finished one.
-        reason = item.reason.split("; resume from the last event id")[0]
-        return f"\n[Ended early: {reason}; read again for the whole text]\n".encode()
+        return f"\n[Ended early: {item.reason}; read again for the whole text]\n".encode()
     if item.kind == "message":
         return item.text.encode("utf-8")
     if item.kind == "error":

@@ -129,7 +129,7 @@ class LiveTail:
 
     async def subscribe(self, key: str, after: str) -> Subscription:
         if self._task is None or not self._accepting:
-            raise TailClosed("the server is shutting down; resume from the last event id")
+            raise TailClosed("the server is shutting down")
         sub = Subscription(key, self._queue_limit)
         subs = self._subscribers.get(key)
         if subs is None:

@@ -38,9 +38,9 @@ from streaming.live_tail import LiveTail, TailClosed
 
 logger = logging.getLogger(__name__)
 
-SHUTTING_DOWN = "the server is shutting down; resume from the last event id"
-WINDOW_CLOSED = "the response window closed; resume from the last event id"
-LOG_UNREACHABLE = "the run log is unreachable; resume from the last event id"
+SHUTTING_DOWN = "the server is shutting down"
+WINDOW_CLOSED = "the response window closed"
+LOG_UNREACHABLE = "the run log is unreachable"
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class Closing:
-    """The response ends before the run does; the client resumes from its last event."""
+    """The response ends before the run does, and why; the client resumes from its last event (the framing
+    says how, in its format)."""
 
     reason: str
 
