@@ -248,12 +248,14 @@ class _LastScreen:
     """The bottom of a growing document, and the status line under it, so Live can redraw them in place
     however long the document gets."""
 
-    def __init__(self, markdown: Markdown, status: str | None = None) -> None:
-        self.markdown = markdown
+    def __init__(self, text: str, status: str | None = None) -> None:
+        self.text = text
         self.status = status
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        lines = console.render_lines(self.markdown, options, pad=False)
+        # Parsed here, when Live draws (a dozen times a second), not once per event: an answer of N chunks
+        # would be parsed N times over.
+        lines = console.render_lines(Markdown(self.text), options, pad=False)
         if self.status:
             lines += console.render_lines(Text(self.status, style="dim italic"), options, pad=False)
         height = max((options.height or console.height) - 1, 1)
@@ -283,7 +285,7 @@ class MarkdownRenderer:
         elif event.kind == "tool":
             self.status = step_status(event) or self.status
         # A status changes a few times a run and may last only moments: draw it at once, not at the next tick.
-        self._live.update(_LastScreen(Markdown(self.text), self.status), refresh=event.kind == "tool")
+        self._live.update(_LastScreen(self.text, self.status), refresh=event.kind == "tool")
 
     def close(self) -> None:
         self._live.stop()

@@ -27,6 +27,7 @@ _REDIS_MISSING = "REDIS_CONNECTION_STRING is not set: the Functions app needs a 
 wiring = Wiring(settings, settings.redis_url or "redis://127.0.0.1:6379/0", configure_telemetry(settings, "functions"))
 
 # The page's own CSP plus frame-ancestors (a meta tag cannot say it), no sniffing, no referrer.
+_PAGE_HTML = PAGE.read_text(encoding="utf-8")
 _PAGE_HEADERS = headers_for("text/html", page_policy(PAGE))
 
 app = AgentFunctionApp(
@@ -70,4 +71,4 @@ async def health(req: Request) -> Response:
 
 @app.route(route="app", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def page(req: Request) -> HTMLResponse:
-    return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache", **_PAGE_HEADERS})
+    return HTMLResponse(_PAGE_HTML, headers={"Cache-Control": "no-cache", **_PAGE_HEADERS})

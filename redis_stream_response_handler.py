@@ -369,7 +369,7 @@ class RunLog:
         per_conversation, window_ms = (admission.max_queued_per_conversation, admission.window_ms) if admission \
             else (0, 0)
         queued = bool(admission and admission.max_queued_runs)
-        if admission and queued:
+        if admission and queued:  # admission: for the type checker, which cannot see it in `queued`
             admitted, waiting = await self._shared_round_trip(
                 self._admit, [QUEUE_KEY], [correlation_id, admission.max_queued_runs, window_ms])
             if not admitted:
@@ -443,7 +443,7 @@ class RunLog:
                     async with self.redis.pipeline(transaction=False) as pipe:
                         for script, keys, args, _ in batch:
                             pipe.evalsha(script.sha, len(keys), *keys, *args)
-                        sent = time.perf_counter()
+                        sent = time.perf_counter() if self.observer is not None else 0.0
                         replies = await pipe.execute(raise_on_error=False)
                         if self.observer is not None:
                             self.observer.round_trip(time.perf_counter() - sent, "write")
@@ -548,7 +548,7 @@ class RunLog:
 
     async def read_after(self, ref: RunRef, after: str, count: int = 1000) -> tuple[list[RunEvent], str, bool]:
         """One page of the run's events after `after`; returns (events, last id read, more may follow)."""
-        sent = time.perf_counter()
+        sent = time.perf_counter() if self.observer is not None else 0.0
         entries = await self.redis.xrange(stream_key(ref.conversation_id), f"({after}", "+", count=count)
         if self.observer is not None:
             self.observer.round_trip(time.perf_counter() - sent, "read")

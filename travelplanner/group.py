@@ -59,7 +59,6 @@ class Child:
     env: dict[str, str]
     pass_fds: tuple[int, ...] = ()
     process: asyncio.subprocess.Process | None = None
-    restarts: int = 0
 
     @property
     def name(self) -> str:
@@ -184,7 +183,6 @@ class Group:
                 return
             if asyncio.get_running_loop().time() - started > 60:
                 backoff = 1.0  # it ran for a while: this is a new failure, not the same one again
-            child.restarts += 1
             logger.error("%s (pid %d) exited with %s; starting it again in %g s", child.name, process.pid, code,
                          backoff)
             process = None
