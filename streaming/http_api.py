@@ -43,8 +43,10 @@ QUEUED_RETRY_SECONDS = 10  # a refused run: about the time a queued run takes to
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BODY_BYTES = 256 * 1024  # JSON escaping can triple a message; anything larger is refused unread
 MIN_CONVERSATION_ID = 16  # a conversation id is a bearer secret: a client-chosen one must not be guessable
-_CONVERSATION_ID = re.compile(rf"[A-Za-z0-9_-]{{{MIN_CONVERSATION_ID},128}}")
-_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # correlation ids are the server's own (32 hex digits)
+CONVERSATION_ID_PATTERN = rf"[A-Za-z0-9_-]{{{MIN_CONVERSATION_ID},128}}"
+RUN_ID_PATTERN = r"[A-Za-z0-9_-]{1,128}"  # correlation ids are the server's own (32 hex digits)
+_CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
+_RUN_ID = re.compile(RUN_ID_PATTERN)
 _BAD_CONVERSATION_ID = (f"conversation id must be {MIN_CONVERSATION_ID}-128 characters of A-Z, a-z, 0-9, '_' "
                         "and '-' (it is the conversation's secret: make it hard to guess)")
 _PLAIN_TEXT_TYPES = ("text/plain", "application/x-www-form-urlencoded")  # curl -d sends the latter

@@ -1,4 +1,4 @@
-"""The OpenAPI document of the HTTP contract, for the standalone host's /api/docs.
+"""The OpenAPI document of the HTTP contract, served by the standalone host at /api/openapi.json.
 
 The handlers read raw requests (one contract for both hosts), so FastAPI cannot infer their bodies and
 answers; these describe them. tests/test_fuzz_openapi.py fuzzes the host against this document.
@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from streaming import http_api
+
 ERROR = {"content": {"application/json": {"schema": {
     "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
-ID_PATTERN = "^[A-Za-z0-9_-]{16,128}$"  # conversation ids (streaming.http_api.MIN_CONVERSATION_ID)
-RUN_ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
+ID_PATTERN = f"^{http_api.CONVERSATION_ID_PATTERN}$"
+RUN_ID_PATTERN = f"^{http_api.RUN_ID_PATTERN}$"
 RUN_DOC: dict[str, Any] = {
     "requestBody": {"required": True, "content": {
         "text/plain": {"schema": {"type": "string", "minLength": 1, "maxLength": 32768}},
